@@ -1,0 +1,19 @@
+"""Non-local, GC and DNL attention blocks as OpenMMLab plugins.
+
+Importing the package registers the blocks in the ``nonlocal_plugin``
+registry scope (``type='nonlocal_plugin.NonLocal2D'`` in a config) and
+applies the fixes in :mod:`nonlocal_plugin.compat`.
+"""
+from . import compat
+from .blocks import (ContextBlock, DisentangledNonLocal, NonLocal1D,
+                     NonLocal2D, NonLocal3D, NonLocalNd)
+from .registry import MODELS, SCOPE
+
+__version__ = '0.1.0'
+
+compat.apply_all()
+
+__all__ = [
+    'MODELS', 'SCOPE', 'ContextBlock', 'DisentangledNonLocal', 'NonLocal1D',
+    'NonLocal2D', 'NonLocal3D', 'NonLocalNd', '__version__'
+]

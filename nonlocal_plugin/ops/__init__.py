@@ -1,0 +1,9 @@
+"""Plain functions holding the math shared by the blocks."""
+from .attention import (ATTN_IMPLS, dot_product_attention, no_autocast,
+                        pairwise_attention, softmax_attention, softmax_pool)
+from .concatenation import concatenation_attention
+
+__all__ = [
+    'ATTN_IMPLS', 'concatenation_attention', 'dot_product_attention',
+    'no_autocast', 'pairwise_attention', 'softmax_attention', 'softmax_pool'
+]

@@ -1,0 +1,219 @@
+"""Attention kernels shared by every block in this package.
+
+Every kernel takes flattened, position-major tensors:
+
+* ``query``  ``[B, N, Cq]``: one row per output position,
+* ``key``    ``[B, M, Cq]``: one row per key position (``M < N`` when the
+  block sub-samples its keys),
+* ``value``  ``[B, M, Cv]``,
+
+and returns ``[B, N, Cv]``. Each comes in two implementations selected by
+``impl``:
+
+* ``'reference'`` builds the ``[B, N, M]`` pairwise map, exactly as the papers
+  (and mmcv) write it. It is the yardstick the fused paths are tested against.
+* ``'fused'`` never builds that map: a flash kernel for the softmax modes,
+  the associativity of matrix products for ``dot_product`` and a
+  query-chunked custom autograd function for ``concatenation``
+  (:mod:`nonlocal_plugin.ops.concatenation`).
+
+Precision: logits and softmax statistics are always accumulated in fp32, so
+inputs that would overflow fp16 (unscaled gaussian logits, DNL's temperature
+of 0.05) stay finite under autocast. Results are cast back to the dtype of
+``value``.
+"""
+import warnings
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .concatenation import concatenation_attention
+
+ATTN_IMPLS = ('fused', 'reference')
+
+# Backends that never materialise the attention map, in order of preference.
+_FUSED_BACKENDS = {
+    'cpu': [SDPBackend.FLASH_ATTENTION],
+    'cuda': [
+        SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+        SDPBackend.CUDNN_ATTENTION
+    ],
+}
+_warned_fallback = set()
+
+
+def no_autocast(tensor: Tensor) -> torch.autocast:
+    """A context that turns autocast off on ``tensor``'s device."""
+    return torch.autocast(tensor.device.type, enabled=False)
+
+
+def _kernel_dtype(tensor: Tensor) -> torch.dtype:
+    """The dtype the fused softmax kernel runs in.
+
+    CUDA's flash kernels keep their softmax statistics in fp32 and are fastest
+    in half precision, so they take reduced-precision inputs as they are. The
+    CPU flash kernel rounds the probabilities to the input dtype before the
+    second product, so on CPU the kernel runs in fp32.
+    """
+    if tensor.device.type == 'cuda' and tensor.dtype in (torch.float16,
+                                                         torch.bfloat16):
+        return tensor.dtype
+    return torch.float32 if tensor.dtype != torch.float64 else tensor.dtype
+
+
+def _reference_softmax(query: Tensor, key: Tensor, value: Tensor,
+                       scale: float) -> Tensor:
+    dtype = torch.float64 if value.dtype == torch.float64 else torch.float32
+    logits = torch.matmul(query.to(dtype), key.to(dtype).transpose(1, 2))
+    attn = (logits * scale).softmax(dim=-1)  # [B, N, M]
+    return torch.matmul(attn, value.to(dtype))  # [B, N, Cv]
+
+
+def _fused_softmax(query: Tensor, key: Tensor, value: Tensor,
+                   scale: float) -> Optional[Tensor]:
+    """Flash attention, or ``None`` where no fused backend takes the input."""
+    backends = _FUSED_BACKENDS.get(query.device.type)
+    if backends is None:
+        return None
+    dtype = _kernel_dtype(value)
+    q_dim, v_dim = query.shape[-1], value.shape[-1]
+    # Flash kernels want one head dim for q, k and v. Zero columns change
+    # neither q.k nor the kept part of the output.
+    width = max(q_dim, v_dim)
+    # [B, 1, L, width]: one head, contiguous as the kernels want.
+    q, k, v = (F.pad(t.to(dtype), (0, width - t.shape[-1])).unsqueeze(1)
+               .contiguous() for t in (query, key, value))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            with sdpa_kernel(backends):
+                out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+    except RuntimeError as err:
+        key_ = (query.device.type, dtype, width)
+        if key_ not in _warned_fallback:
+            _warned_fallback.add(key_)
+            warnings.warn(f'No fused attention kernel for {key_}: using the '
+                          f'reference path ({err}).')
+        return None
+    return out[:, 0, :, :v_dim]  # [B, N, Cv]
+
+
+def softmax_attention(query: Tensor,
+                      key: Tensor,
+                      value: Tensor,
+                      *,
+                      scale: float = 1.0,
+                      impl: str = 'fused') -> Tensor:
+    """``softmax(scale * query @ key^T) @ value`` over the key positions.
+
+    This is the (embedded) gaussian pairwise function of the non-local block
+    and the whitened pairwise term of DNL.
+
+    Args:
+        query (Tensor): ``[B, N, Cq]``.
+        key (Tensor): ``[B, M, Cq]``.
+        value (Tensor): ``[B, M, Cv]``.
+        scale (float): Multiplies the logits. Default: 1.0.
+        impl (str): ``'fused'`` or ``'reference'``. Default: ``'fused'``.
+
+    Returns:
+        Tensor: ``[B, N, Cv]`` in ``value``'s dtype.
+    """
+    with no_autocast(value):
+        out = None
+        if impl == 'fused':
+            out = _fused_softmax(query, key, value, scale)
+        if out is None:
+            out = _reference_softmax(query, key, value, scale)
+    return out.to(value.dtype)
+
+
+def dot_product_attention(query: Tensor,
+                          key: Tensor,
+                          value: Tensor,
+                          *,
+                          impl: str = 'fused') -> Tensor:
+    """``(query @ key^T / M) @ value``, the non-local dot-product function.
+
+    With no softmax in between, the product regroups exactly as
+    ``query @ (key^T @ value) / M``: ``O(N * Cq * Cv)`` instead of
+    ``O(N * M * (Cq + Cv))``, and no ``[N, M]`` map.
+
+    Args:
+        query (Tensor): ``[B, N, Cq]``.
+        key (Tensor): ``[B, M, Cq]``.
+        value (Tensor): ``[B, M, Cv]``.
+        impl (str): ``'fused'`` or ``'reference'``. Default: ``'fused'``.
+
+    Returns:
+        Tensor: ``[B, N, Cv]`` in ``value``'s dtype.
+    """
+    num_keys = key.shape[1]
+    dtype = torch.float64 if value.dtype == torch.float64 else torch.float32
+    q, k, v = query.to(dtype), key.to(dtype), value.to(dtype)
+    with no_autocast(value):
+        if impl == 'fused':
+            context = torch.matmul(k.transpose(1, 2), v) / num_keys  # [B, Cq, Cv]
+            out = torch.matmul(q, context)  # [B, N, Cv]
+        else:
+            attn = torch.matmul(q, k.transpose(1, 2)) / num_keys  # [B, N, M]
+            out = torch.matmul(attn, v)  # [B, N, Cv]
+    return out.to(value.dtype)
+
+
+def softmax_pool(logits: Tensor, value: Tensor) -> Tensor:
+    """Pools ``value`` over positions with ``softmax(logits)`` as weights.
+
+    GCNet's attention pooling and DNL's unary term.
+
+    Args:
+        logits (Tensor): ``[B, M]``, one score per position.
+        value (Tensor): ``[B, M, C]``.
+
+    Returns:
+        Tensor: ``[B, C]`` in ``value``'s dtype.
+    """
+    dtype = torch.float64 if value.dtype == torch.float64 else torch.float32
+    with no_autocast(value):
+        weights = logits.to(dtype).softmax(dim=-1).unsqueeze(1)  # [B, 1, M]
+        pooled = torch.matmul(weights, value.to(dtype)).squeeze(1)  # [B, C]
+    return pooled.to(value.dtype)
+
+
+def pairwise_attention(query: Tensor,
+                       key: Tensor,
+                       value: Tensor,
+                       *,
+                       mode: str,
+                       scale: float = 1.0,
+                       concat_weight: Optional[Tensor] = None,
+                       impl: str = 'fused') -> Tensor:
+    """Aggregates ``value`` with one of the non-local pairwise functions.
+
+    Args:
+        query (Tensor): ``[B, N, Cq]``.
+        key (Tensor): ``[B, M, Cq]``.
+        value (Tensor): ``[B, M, Cv]``.
+        mode (str): ``'gaussian'``, ``'embedded_gaussian'``,
+            ``'dot_product'`` or ``'concatenation'``.
+        scale (float): Logit scale of the softmax modes. Default: 1.0.
+        concat_weight (Tensor, optional): ``[2 * Cq]``, the projection of
+            ``[query_i; key_j]`` used by ``'concatenation'``.
+        impl (str): ``'fused'`` or ``'reference'``. Default: ``'fused'``.
+
+    Returns:
+        Tensor: ``[B, N, Cv]``.
+    """
+    if mode in ('gaussian', 'embedded_gaussian'):
+        return softmax_attention(query, key, value, scale=scale, impl=impl)
+    if mode == 'dot_product':
+        return dot_product_attention(query, key, value, impl=impl)
+    if mode == 'concatenation':
+        if concat_weight is None:
+            raise ValueError("mode='concatenation' needs concat_weight")
+        return concatenation_attention(query, key, value, concat_weight,
+                                       impl=impl)
+    raise ValueError(f'unknown pairwise mode {mode!r}')

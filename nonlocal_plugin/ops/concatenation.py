@@ -1,0 +1,99 @@
+"""The concatenation pairwise function without its ``[N, M]`` map.
+
+The non-local paper's concatenation form scores a pair of positions as
+``ReLU(w^T [theta_i; phi_j])``. The projection of a concatenation splits into
+``a_i + b_j`` with ``a = theta @ w_theta`` and ``b = phi @ w_phi``, so the
+scores of a block of queries can be made from two vectors on the fly. mmcv
+instead tiles both inputs into an ``[N, M, 2C']`` tensor before projecting it.
+
+The fused path here walks over query chunks in both the forward and the
+backward pass (which recomputes each chunk's scores), so its peak memory is
+``O(chunk * M)`` instead of ``O(N * M)``.
+"""
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+# Elements of one [B, chunk, M] score tile: 4M floats, 16 MB in fp32.
+_TILE_ELEMENTS = 1 << 22
+
+
+def _chunk_rows(batch: int, num_keys: int) -> int:
+    return max(1, _TILE_ELEMENTS // max(1, batch * num_keys))
+
+
+class _ChunkedConcatenation(torch.autograd.Function):
+    """``y_i = sum_j ReLU(a_i + b_j) v_j / M``, chunked over ``i``."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, value: Tensor) -> Tensor:
+        # a: [B, N], b: [B, M], value: [B, M, Cv]
+        num_keys = b.shape[1]
+        rows = _chunk_rows(a.shape[0], num_keys)
+        out = value.new_empty(a.shape[0], a.shape[1], value.shape[2])
+        for start in range(0, a.shape[1], rows):
+            stop = start + rows
+            scores = (a[:, start:stop, None] + b[:, None, :]).relu_()  # [B, c, M]
+            out[:, start:stop] = torch.bmm(scores, value)  # [B, c, Cv]
+        out.div_(num_keys)
+        ctx.save_for_backward(a, b, value)
+        return out  # [B, N, Cv]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        a, b, value = ctx.saved_tensors
+        num_keys = b.shape[1]
+        grad_out = grad_out.contiguous() / num_keys
+        grad_a = torch.empty_like(a)
+        grad_b = torch.zeros_like(b)
+        grad_value = torch.zeros_like(value)
+        rows = _chunk_rows(a.shape[0], num_keys)
+        for start in range(0, a.shape[1], rows):
+            stop = start + rows
+            scores = a[:, start:stop, None] + b[:, None, :]  # [B, c, M]
+            active = scores > 0
+            grad_y = grad_out[:, start:stop]  # [B, c, Cv]
+            # dL/dv_j = sum_i ReLU(s_ij) dy_i
+            grad_value.baddbmm_(scores.relu_().transpose(1, 2), grad_y)
+            # dL/ds_ij = [s_ij > 0] * dy_i . v_j
+            grad_scores = torch.matmul(grad_y, value.transpose(1, 2))  # [B, c, M]
+            grad_scores.mul_(active)
+            grad_a[:, start:stop] = grad_scores.sum(dim=2)
+            grad_b += grad_scores.sum(dim=1)
+        return grad_a, grad_b, grad_value
+
+
+def concatenation_attention(query: Tensor,
+                            key: Tensor,
+                            value: Tensor,
+                            weight: Tensor,
+                            *,
+                            impl: str = 'fused') -> Tensor:
+    """``sum_j ReLU(w^T [query_i; key_j]) value_j / M``.
+
+    Args:
+        query (Tensor): ``[B, N, Cq]``.
+        key (Tensor): ``[B, M, Cq]``.
+        value (Tensor): ``[B, M, Cv]``.
+        weight (Tensor): ``[2 * Cq]``, the first half projecting the query.
+        impl (str): ``'fused'`` (chunked) or ``'reference'`` (builds the
+            ``[B, N, M]`` map). Default: ``'fused'``.
+
+    Returns:
+        Tensor: ``[B, N, Cv]`` in ``value``'s dtype.
+    """
+    dtype = torch.float64 if value.dtype == torch.float64 else torch.float32
+    channels = query.shape[-1]
+    with torch.autocast(value.device.type, enabled=False):
+        weight = weight.to(dtype)
+        a = torch.matmul(query.to(dtype), weight[:channels])  # [B, N]
+        b = torch.matmul(key.to(dtype), weight[channels:])  # [B, M]
+        v = value.to(dtype)
+        if impl == 'fused':
+            out = _ChunkedConcatenation.apply(a.contiguous(), b.contiguous(),
+                                              v.contiguous())
+        else:
+            attn = (a[:, :, None] + b[:, None, :]).relu() / b.shape[1]  # [B, N, M]
+            out = torch.matmul(attn, v)  # [B, N, Cv]
+    return out.to(value.dtype)
