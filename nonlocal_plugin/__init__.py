@@ -4,9 +4,15 @@ Importing the package registers the blocks in the ``nonlocal_plugin``
 registry scope (``type='nonlocal_plugin.NonLocal2D'`` in a config) and
 applies the fixes in :mod:`nonlocal_plugin.compat`.
 """
-from . import compat
-from .blocks import (ContextBlock, DisentangledNonLocal, NonLocal1D,
-                     NonLocal2D, NonLocal3D, NonLocalNd)
+from . import backbones, compat  # noqa: F401
+from .blocks import (
+                     ContextBlock,
+                     DisentangledNonLocal,
+                     NonLocal1D,
+                     NonLocal2D,
+                     NonLocal3D,
+                     NonLocalNd,
+)
 from .registry import MODELS, SCOPE
 
 __version__ = '0.1.0'

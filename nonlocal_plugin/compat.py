@@ -16,7 +16,7 @@ import torch
 
 
 def _chained_forward_plugin(self, x, plugin_names):
-    """Applies the plugins at one position in order, each to the last's output."""
+    """Applies the plugins at a position in order, each to the last output."""
     out = x
     for name in plugin_names:
         out = getattr(self, name)(out)
@@ -29,12 +29,12 @@ class _PluginProbe:
 
 
 def chains_plugins(forward_plugin) -> bool:
-    """Whether ``forward_plugin`` feeds each plugin the previous one's output."""
+    """Whether ``forward_plugin`` feeds each plugin the previous output."""
     return forward_plugin(_PluginProbe(), 1, ['double', 'add_one']) == 3
 
 
 def patch_mmseg_forward_plugin() -> bool:
-    """Makes mmseg's ResNet bottleneck chain its plugins; True if it patched."""
+    """Makes mmseg's bottleneck chain its plugins; True if it patched."""
     try:
         from mmseg.models.backbones import resnet
     except ImportError:
@@ -55,7 +55,7 @@ def _numpy_safe_globals():
 
 
 def allow_mmengine_checkpoints() -> None:
-    """Lets ``torch.load(..., weights_only=True)`` read mmengine checkpoints."""
+    """Lets ``torch.load(weights_only=True)`` read mmengine checkpoints."""
     from mmengine.logging import HistoryBuffer
     torch.serialization.add_safe_globals([HistoryBuffer,
                                           *_numpy_safe_globals()])

@@ -35,7 +35,7 @@ def check_bool(name: str, value: Any) -> bool:
 
 
 def check_input(block: str, x: Any, channels: int, layout: str) -> None:
-    """Raises unless ``x`` is a tensor laid out as ``layout`` with ``channels``.
+    """Raises unless ``x`` is laid out as ``layout`` with ``channels``.
 
     Args:
         block (str): The block's name, for the message.

@@ -14,7 +14,6 @@ Both go through one output conv. Unlike mmseg's block, this one works with
 ``sub_sample=True`` (the unary mask is pooled to the key positions) and
 never writes into its input.
 """
-from typing import Optional
 
 from torch import Tensor, nn
 
@@ -65,8 +64,8 @@ class DisentangledNonLocal(NonLocalNd):
                  sub_sample: bool = False,
                  use_pairwise: bool = True,
                  use_unary: bool = True,
-                 conv_cfg: Optional[dict] = None,
-                 norm_cfg: Optional[dict] = None,
+                 conv_cfg: dict | None = None,
+                 norm_cfg: dict | None = None,
                  std: float = 0.01,
                  zeros_init: bool = True,
                  attn_impl: str = 'fused') -> None:
@@ -102,8 +101,8 @@ class DisentangledNonLocal(NonLocalNd):
             scale /= self.temperature
         return scale
 
-    def aggregate(self, x: Tensor, query: Optional[Tensor],
-                  key: Optional[Tensor], value: Tensor) -> Tensor:
+    def aggregate(self, x: Tensor, query: Tensor | None,
+                  key: Tensor | None, value: Tensor) -> Tensor:
         context = None
         if self.use_pairwise:
             # Whitening: centre queries and keys over their positions.

@@ -10,17 +10,23 @@ only fix ``dim``. The pairwise functions live in :mod:`nonlocal_plugin.ops`,
 where each has a fused path that never builds the ``N x N`` map and the
 materialising reference path (``attn_impl='reference'``).
 """
+
 from typing import Optional
 
 from mmcv.cnn import ConvModule
 from mmengine.model import constant_init, normal_init
 from torch import Tensor, nn
 
-from ..ops import ATTN_IMPLS, pairwise_attention
+from ..ops import ATTN_IMPLS, no_autocast, pairwise_attention
 from ..registry import MODELS
 from ._dims import DIMS, subsample_pool
-from ._validate import (check_bool, check_choice, check_input,
-                        check_positive_int, check_positive_number)
+from ._validate import (
+    check_bool,
+    check_choice,
+    check_input,
+    check_positive_int,
+    check_positive_number,
+)
 
 MODES = ('gaussian', 'embedded_gaussian', 'dot_product', 'concatenation')
 
@@ -73,8 +79,8 @@ class NonLocalNd(nn.Module):
                  use_scale: bool = True,
                  mode: str = 'embedded_gaussian',
                  sub_sample: bool = False,
-                 conv_cfg: Optional[dict] = None,
-                 norm_cfg: Optional[dict] = None,
+                 conv_cfg: dict | None = None,
+                 norm_cfg: dict | None = None,
                  std: float = 0.01,
                  zeros_init: bool = True,
                  attn_impl: str = 'fused') -> None:
@@ -124,15 +130,26 @@ class NonLocalNd(nn.Module):
             self.g = nn.Sequential(self.g, subsample_pool(dim))
             self.phi = (subsample_pool(dim) if mode == 'gaussian' else
                         nn.Sequential(self.phi, subsample_pool(dim)))
-        self.init_weights(std=check_positive_number('std', std),
-                          zeros_init=check_bool('zeros_init', zeros_init))
+        self.std = check_positive_number('std', std)
+        self.zeros_init = check_bool('zeros_init', zeros_init)
+        self.init_weights()
 
-    def init_weights(self, std: float = 0.01, zeros_init: bool = True) -> None:
+    def init_weights(self,
+                     std: Optional[float] = None,
+                     zeros_init: Optional[bool] = None) -> None:
         """Normal init for the embeddings; zero ``conv_out`` for identity.
 
-        mmengine calls this again after a backbone's own init, which would
-        otherwise give ``conv_out`` a Kaiming init.
+        mmengine calls this again, with no arguments, after a backbone's own
+        init (which would otherwise give ``conv_out`` a Kaiming init); the
+        constructor's ``std`` and ``zeros_init`` then apply.
+
+        Args:
+            std (float, optional): Overrides the constructor's ``std``.
+            zeros_init (bool, optional): Overrides the constructor's
+                ``zeros_init``.
         """
+        std = self.std if std is None else std
+        zeros_init = self.zeros_init if zeros_init is None else zeros_init
         for proj in ('g', 'theta', 'phi'):
             conv = _conv(getattr(self, proj, None))
             if isinstance(conv, ConvModule):  # gaussian has no phi conv
@@ -151,7 +168,7 @@ class NonLocalNd(nn.Module):
         return 1.0
 
     def embed(self, x: Tensor):
-        """The query, key and value rows of ``x``, each ``[N, positions, C]``."""
+        """Query, key and value rows of ``x``, each ``[N, positions, C]``."""
         value = self.g(x).flatten(2).transpose(1, 2)  # [N, M, C']
         if self.mode == 'gaussian':
             keys = self.phi(x) if self.sub_sample else x
@@ -178,7 +195,18 @@ class NonLocalNd(nn.Module):
         context = self.aggregate(x, query, key, value)  # [N, HW, C']
         context = context.transpose(1, 2).reshape(
             x.shape[0], self.inter_channels, *x.shape[2:])  # [N, C', H, W]
-        return x + self.conv_out(context)
+        return x + self.project_out(context)
+
+    def project_out(self, context: Tensor) -> Tensor:
+        """``conv_out`` at the precision of its weights, autocast or not.
+
+        The kernels return fp32 contexts; a dot-product or concatenation
+        context can exceed fp16's range, so under autocast this 1x1 conv
+        (cheap next to the attention) stays in fp32.
+        """
+        with no_autocast(context):
+            return self.conv_out(
+                context.to(self.conv_out.conv.weight.dtype))
 
     def extra_repr(self) -> str:
         return (f'mode={self.mode!r}, dim={self.dim}, '

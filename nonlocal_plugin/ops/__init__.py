@@ -1,9 +1,16 @@
 """Plain functions holding the math shared by the blocks."""
-from .attention import (ATTN_IMPLS, dot_product_attention, no_autocast,
-                        pairwise_attention, softmax_attention, softmax_pool)
+from .attention import (
+    ATTN_IMPLS,
+    dot_product_attention,
+    pairwise_attention,
+    softmax_attention,
+    softmax_pool,
+)
 from .concatenation import concatenation_attention
+from .precision import accumulation_dtype, no_autocast
 
 __all__ = [
-    'ATTN_IMPLS', 'concatenation_attention', 'dot_product_attention',
-    'no_autocast', 'pairwise_attention', 'softmax_attention', 'softmax_pool'
+    'ATTN_IMPLS', 'accumulation_dtype', 'concatenation_attention',
+    'dot_product_attention', 'no_autocast', 'pairwise_attention',
+    'softmax_attention', 'softmax_pool'
 ]

@@ -19,11 +19,12 @@ and returns ``[B, N, Cv]``. Each comes in two implementations selected by
 
 Precision: logits and softmax statistics are always accumulated in fp32, so
 inputs that would overflow fp16 (unscaled gaussian logits, DNL's temperature
-of 0.05) stay finite under autocast. Results are cast back to the dtype of
-``value``.
+of 0.05) stay finite under autocast. Results come back in fp32 (fp64 for
+fp64 inputs) whatever the input precision: a dot-product context can leave
+fp16's range even when its inputs do not, so the caller decides when to
+round.
 """
 import warnings
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,7 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .concatenation import concatenation_attention
+from .precision import accumulation_dtype, no_autocast
 
 ATTN_IMPLS = ('fused', 'reference')
 
@@ -45,11 +47,6 @@ _FUSED_BACKENDS = {
 _warned_fallback = set()
 
 
-def no_autocast(tensor: Tensor) -> torch.autocast:
-    """A context that turns autocast off on ``tensor``'s device."""
-    return torch.autocast(tensor.device.type, enabled=False)
-
-
 def _kernel_dtype(tensor: Tensor) -> torch.dtype:
     """The dtype the fused softmax kernel runs in.
 
@@ -61,19 +58,19 @@ def _kernel_dtype(tensor: Tensor) -> torch.dtype:
     if tensor.device.type == 'cuda' and tensor.dtype in (torch.float16,
                                                          torch.bfloat16):
         return tensor.dtype
-    return torch.float32 if tensor.dtype != torch.float64 else tensor.dtype
+    return accumulation_dtype(tensor)
 
 
 def _reference_softmax(query: Tensor, key: Tensor, value: Tensor,
                        scale: float) -> Tensor:
-    dtype = torch.float64 if value.dtype == torch.float64 else torch.float32
+    dtype = accumulation_dtype(value)
     logits = torch.matmul(query.to(dtype), key.to(dtype).transpose(1, 2))
     attn = (logits * scale).softmax(dim=-1)  # [B, N, M]
     return torch.matmul(attn, value.to(dtype))  # [B, N, Cv]
 
 
 def _fused_softmax(query: Tensor, key: Tensor, value: Tensor,
-                   scale: float) -> Optional[Tensor]:
+                   scale: float) -> Tensor | None:
     """Flash attention, or ``None`` where no fused backend takes the input."""
     backends = _FUSED_BACKENDS.get(query.device.type)
     if backends is None:
@@ -96,7 +93,7 @@ def _fused_softmax(query: Tensor, key: Tensor, value: Tensor,
         if key_ not in _warned_fallback:
             _warned_fallback.add(key_)
             warnings.warn(f'No fused attention kernel for {key_}: using the '
-                          f'reference path ({err}).')
+                          f'reference path ({err}).', stacklevel=3)
         return None
     return out[:, 0, :, :v_dim]  # [B, N, Cv]
 
@@ -120,7 +117,7 @@ def softmax_attention(query: Tensor,
         impl (str): ``'fused'`` or ``'reference'``. Default: ``'fused'``.
 
     Returns:
-        Tensor: ``[B, N, Cv]`` in ``value``'s dtype.
+        Tensor: ``[B, N, Cv]`` in fp32 (fp64 for fp64 inputs).
     """
     with no_autocast(value):
         out = None
@@ -128,7 +125,7 @@ def softmax_attention(query: Tensor,
             out = _fused_softmax(query, key, value, scale)
         if out is None:
             out = _reference_softmax(query, key, value, scale)
-    return out.to(value.dtype)
+    return out.to(accumulation_dtype(value))
 
 
 def dot_product_attention(query: Tensor,
@@ -149,19 +146,20 @@ def dot_product_attention(query: Tensor,
         impl (str): ``'fused'`` or ``'reference'``. Default: ``'fused'``.
 
     Returns:
-        Tensor: ``[B, N, Cv]`` in ``value``'s dtype.
+        Tensor: ``[B, N, Cv]`` in fp32 (fp64 for fp64 inputs).
     """
     num_keys = key.shape[1]
-    dtype = torch.float64 if value.dtype == torch.float64 else torch.float32
+    dtype = accumulation_dtype(value)
     q, k, v = query.to(dtype), key.to(dtype), value.to(dtype)
     with no_autocast(value):
         if impl == 'fused':
-            context = torch.matmul(k.transpose(1, 2), v) / num_keys  # [B, Cq, Cv]
+            # [B, Cq, Cv]
+            context = torch.matmul(k.transpose(1, 2), v) / num_keys
             out = torch.matmul(q, context)  # [B, N, Cv]
         else:
             attn = torch.matmul(q, k.transpose(1, 2)) / num_keys  # [B, N, M]
             out = torch.matmul(attn, v)  # [B, N, Cv]
-    return out.to(value.dtype)
+    return out
 
 
 def softmax_pool(logits: Tensor, value: Tensor) -> Tensor:
@@ -174,13 +172,12 @@ def softmax_pool(logits: Tensor, value: Tensor) -> Tensor:
         value (Tensor): ``[B, M, C]``.
 
     Returns:
-        Tensor: ``[B, C]`` in ``value``'s dtype.
+        Tensor: ``[B, C]`` in fp32 (fp64 for fp64 inputs).
     """
-    dtype = torch.float64 if value.dtype == torch.float64 else torch.float32
+    dtype = accumulation_dtype(value)
     with no_autocast(value):
         weights = logits.to(dtype).softmax(dim=-1).unsqueeze(1)  # [B, 1, M]
-        pooled = torch.matmul(weights, value.to(dtype)).squeeze(1)  # [B, C]
-    return pooled.to(value.dtype)
+        return torch.matmul(weights, value.to(dtype)).squeeze(1)  # [B, C]
 
 
 def pairwise_attention(query: Tensor,
@@ -189,7 +186,7 @@ def pairwise_attention(query: Tensor,
                        *,
                        mode: str,
                        scale: float = 1.0,
-                       concat_weight: Optional[Tensor] = None,
+                       concat_weight: Tensor | None = None,
                        impl: str = 'fused') -> Tensor:
     """Aggregates ``value`` with one of the non-local pairwise functions.
 

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .precision import accumulation_dtype, no_autocast
+
 # Elements of one [B, chunk, M] score tile: 4M floats, 16 MB in fp32.
 _TILE_ELEMENTS = 1 << 22
 
@@ -33,8 +35,10 @@ class _ChunkedConcatenation(torch.autograd.Function):
         out = value.new_empty(a.shape[0], a.shape[1], value.shape[2])
         for start in range(0, a.shape[1], rows):
             stop = start + rows
-            scores = (a[:, start:stop, None] + b[:, None, :]).relu_()  # [B, c, M]
-            out[:, start:stop] = torch.bmm(scores, value)  # [B, c, Cv]
+            # [B, c, M]
+            scores = (a[:, start:stop, None] + b[:, None, :]).relu_()
+            # [B, c, Cv]
+            out[:, start:stop] = torch.bmm(scores, value)
         out.div_(num_keys)
         ctx.save_for_backward(a, b, value)
         return out  # [B, N, Cv]
@@ -57,7 +61,8 @@ class _ChunkedConcatenation(torch.autograd.Function):
             # dL/dv_j = sum_i ReLU(s_ij) dy_i
             grad_value.baddbmm_(scores.relu_().transpose(1, 2), grad_y)
             # dL/ds_ij = [s_ij > 0] * dy_i . v_j
-            grad_scores = torch.matmul(grad_y, value.transpose(1, 2))  # [B, c, M]
+            # [B, c, M]
+            grad_scores = torch.matmul(grad_y, value.transpose(1, 2))
             grad_scores.mul_(active)
             grad_a[:, start:stop] = grad_scores.sum(dim=2)
             grad_b += grad_scores.sum(dim=1)
@@ -81,11 +86,11 @@ def concatenation_attention(query: Tensor,
             ``[B, N, M]`` map). Default: ``'fused'``.
 
     Returns:
-        Tensor: ``[B, N, Cv]`` in ``value``'s dtype.
+        Tensor: ``[B, N, Cv]`` in fp32 (fp64 for fp64 inputs).
     """
-    dtype = torch.float64 if value.dtype == torch.float64 else torch.float32
+    dtype = accumulation_dtype(value)
     channels = query.shape[-1]
-    with torch.autocast(value.device.type, enabled=False):
+    with no_autocast(value):
         weight = weight.to(dtype)
         a = torch.matmul(query.to(dtype), weight[:channels])  # [B, N]
         b = torch.matmul(key.to(dtype), weight[channels:])  # [B, M]
@@ -94,6 +99,7 @@ def concatenation_attention(query: Tensor,
             out = _ChunkedConcatenation.apply(a.contiguous(), b.contiguous(),
                                               v.contiguous())
         else:
-            attn = (a[:, :, None] + b[:, None, :]).relu() / b.shape[1]  # [B, N, M]
+            # [B, N, M]
+            attn = (a[:, :, None] + b[:, None, :]).relu() / b.shape[1]
             out = torch.matmul(attn, v)  # [B, N, Cv]
-    return out.to(value.dtype)
+    return out

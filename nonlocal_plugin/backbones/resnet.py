@@ -1,0 +1,83 @@
+"""ResNets with attention blocks where the papers put them.
+
+Papers:
+
+* Non-local (NL): "Non-local Neural Networks", Wang et al., CVPR 2018,
+  https://arxiv.org/abs/1711.07971.
+* GCNet: "GCNet: Non-local Networks Meet Squeeze-Excitation Networks and
+  Beyond", Cao et al., 2019, https://arxiv.org/abs/1904.11492.
+* DNL: "Disentangled Non-Local Neural Networks", Yin et al., ECCV 2020,
+  https://arxiv.org/abs/2006.06668.
+
+mmdet's ``plugins`` key can only put a block *inside* a residual block
+(after conv1, conv2 or conv3, before the residual add). That is where GCNet
+puts its blocks (after conv3 of every bottleneck of c3-c5, ``position=
+'after_conv3'``). The NL paper's blocks sit *between* residual blocks, after
+the add: its 1-block models put one "right before the last residual block
+of res4", its 5-block models one after every other residual block of res3
+and res4 (blocks 1 and 3, and 1, 3 and 5, as the official video code's
+``i % 2 == 1`` picks them). A DNL block can take an NL block's place. The
+``between_blocks`` option expresses these::
+
+    nl = dict(type='nonlocal_plugin.NonLocal2D')
+    # NL, 1 block: after the last-but-one residual block of res4 (layer3)
+    between_blocks=[dict(cfg=nl, stages=(False, False, True, False),
+                         after=(-2, ))]
+    # NL, 5 blocks: 2 in res3 (layer2), 3 in res4 (layer3)
+    between_blocks=[
+        dict(cfg=nl, stages=(False, True, False, False), after=(1, 3)),
+        dict(cfg=nl, stages=(False, False, True, False), after=(1, 3, 5))]
+
+The inserted blocks live outside the ``layerN`` Sequentials, in a
+``between_layerN`` ModuleDict keyed ``after{i}_{name}`` (``i`` the residual
+block's non-negative index, ``name`` the block's ``_abbr_`` plus any
+``postfix``, e.g. ``between_layer3.after4_nonlocal_block``), so ResNet's own
+keys keep their numbering and ImageNet checkpoints load into the ResNet part
+unchanged.
+
+Both classes also accept ``plugins`` for depths 18 and 34 (BasicBlock,
+positions ``'after_conv1'`` and ``'after_conv2'``), which mmdet and mmseg
+refuse. Depths 50 and up keep the parent's plugin behaviour.
+"""
+from mmdet.models.backbones import resnet as det_resnet
+from mmseg.models.backbones import resnet as seg_resnet
+
+from ..registry import MODELS
+from ._placement import BasicBlockPluginsMixin, BetweenBlocksMixin
+
+
+class DetBasicBlockWithPlugins(BasicBlockPluginsMixin,
+                               det_resnet.BasicBlock):
+    """mmdet's BasicBlock with ``after_conv1``/``after_conv2`` plugins."""
+
+
+class SegBasicBlockWithPlugins(BasicBlockPluginsMixin,
+                               seg_resnet.BasicBlock):
+    """mmseg's BasicBlock with ``after_conv1``/``after_conv2`` plugins."""
+
+
+@MODELS.register_module()
+class ResNetNL(BetweenBlocksMixin, det_resnet.ResNet):
+    """mmdet's ``ResNet`` with blocks between residual blocks.
+
+    Config: ``type='nonlocal_plugin.ResNetNL'``. See
+    :class:`~nonlocal_plugin.backbones._placement.BetweenBlocksMixin` for
+    ``between_blocks`` and the BasicBlock ``plugins``; every other argument
+    is mmdet's ``ResNet``'s.
+    """
+
+    _basic_block = det_resnet.BasicBlock
+    _plugin_basic_block = DetBasicBlockWithPlugins
+
+
+@MODELS.register_module()
+class ResNetV1cNL(BetweenBlocksMixin, seg_resnet.ResNetV1c):
+    """mmseg's ``ResNetV1c`` (deep stem) with blocks between residual blocks.
+
+    Config: ``type='nonlocal_plugin.ResNetV1cNL'``. The options are
+    :class:`ResNetNL`'s; every other argument is mmseg's ``ResNetV1c``'s
+    (``multi_grid``, ``contract_dilation``, ...).
+    """
+
+    _basic_block = seg_resnet.BasicBlock
+    _plugin_basic_block = SegBasicBlockWithPlugins
