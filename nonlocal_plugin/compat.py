@@ -6,10 +6,15 @@
   a probe shows the installed mmseg still has the bug.
 * mmengine 0.10.7 resumes with ``torch.load(path)``; since torch 2.6 that
   means ``weights_only=True``, which refuses the objects mmengine itself
-  writes into its checkpoints (its ``HistoryBuffer`` logs, numpy scalars and
-  arrays). Those types are added to torch's allowlist for safe loading, so
-  resuming works and checkpoints still load without running arbitrary
-  pickled code.
+  writes into its checkpoints: its ``HistoryBuffer`` logs, numpy scalars and
+  arrays, and the buffers' statistics functions, pickled as
+  ``getattr(HistoryBuffer, 'min')``. The buffer types are added to torch's
+  allowlist, and buffers stop pickling those functions (they are class-level
+  and restored on load anyway), so checkpoints written with this package
+  imported resume with ``weights_only=True``: no arbitrary pickled code runs
+  and ``getattr`` stays off the allowlist. Checkpoints written by mmengine
+  without this package still hold the ``getattr`` call; torch's error then
+  says how to load them if they are trusted.
 """
 import numpy as np
 import torch
@@ -54,9 +59,22 @@ def _numpy_safe_globals():
     return found
 
 
+def _history_buffer_state(self) -> dict:
+    """A ``HistoryBuffer``'s pickled state, without its statistics methods.
+
+    mmengine's own ``__getstate__`` adds the class-level table of statistics
+    functions to every buffer, which only an unsafe unpickler can rebuild;
+    ``__setstate__`` restores the defaults from the class.
+    """
+    state = dict(self.__dict__)
+    state.pop('statistics_methods', None)
+    return state
+
+
 def allow_mmengine_checkpoints() -> None:
     """Lets ``torch.load(weights_only=True)`` read mmengine checkpoints."""
     from mmengine.logging import HistoryBuffer
+    HistoryBuffer.__getstate__ = _history_buffer_state
     torch.serialization.add_safe_globals([HistoryBuffer,
                                           *_numpy_safe_globals()])
 
