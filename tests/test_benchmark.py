@@ -1,0 +1,145 @@
+"""Smoke tests of the benchmark (``tools/benchmark.py``).
+
+None of them asserts a time: the targets are checked by the script on a
+quiet machine, never by a unit test. They check that the quick run produces
+every row with numbers in it, that peak memory is measured to the page,
+that a peer too big for the cap is skipped without being run, and that the
+targets are judged from the measured numbers.
+"""
+import re
+import time
+
+import pytest
+import torch
+
+from nonlocal_plugin import benchmark
+from nonlocal_plugin.benchmark import GB, MB, PeakMemory
+
+NUMBER = re.compile(r'^\d+(\.\d+)?$')
+
+
+def _table_rows(report: str, first_header: str):
+    """The rows of the markdown table whose first header is given."""
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines)
+                 if line.startswith(f'| {first_header} |'))
+    header = [c.strip() for c in lines[start].strip('|').split('|')]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith('|'):
+            break
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
+@pytest.fixture(scope='module')
+def quick_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp('bench') / 'bench.md'
+    code = benchmark.main(
+        ['--quick', '--threads', '1', '--repeats', '1', '--out',
+         str(out)])
+    return code, out.read_text()
+
+
+def test_quick_run_has_every_row(quick_report):
+    code, report = quick_report
+    assert code == 0
+    assert report.startswith('# nonlocal_plugin benchmark')
+    assert f'torch {torch.__version__}' in report
+    rows = _table_rows(report, 'case')
+    got = [(r['case'], r['mode']) for r in rows]
+    expected = [('NL quick', mode) for mode in benchmark.NL_MODES]
+    expected.append(('DNL quick', 'embedded_gaussian'))
+    assert got == expected
+    for row in rows:
+        assert NUMBER.match(row['ours ms']), row
+        assert NUMBER.match(row['ours MB']), row
+        if row['mode'] == 'concatenation':
+            # mmcv 2.1's concatenation mode divides its ReLU output in
+            # place, so its backward raises; the cell says so.
+            assert (NUMBER.match(row['peer ms'])
+                    or row['peer ms'].startswith('failed [')), row
+            continue
+        for cell in ('peer ms', 'peer MB', 'time ours/peer',
+                     'memory ours/peer'):
+            assert NUMBER.match(row[cell]), (cell, row)
+
+
+def test_quick_run_has_rates_and_targets(quick_report):
+    _, report = quick_report
+    rates = _table_rows(report, 'kernel')
+    assert [r['pass'] for r in rates] == [
+        'forward', 'forward', 'forward + backward'
+    ]
+    for row in rates:
+        assert NUMBER.match(row['GFLOP/s']) and NUMBER.match(
+            row['fraction of mm']), row
+    targets = [line for line in report.splitlines() if line.startswith('- [')]
+    assert len(targets) == len(benchmark.TARGETS)
+    # The quick grid has no res3 or N=4096 shape: nothing is judged.
+    assert all(line.startswith('- [NOT RUN]') for line in targets)
+
+
+@pytest.mark.parametrize('sampled', [False, True])
+def test_peak_memory_counts_a_freed_allocation(monkeypatch, sampled):
+    if sampled:  # the fallback where /proc/self/clear_refs is unavailable
+        monkeypatch.setattr(benchmark, '_reset_hwm', lambda: False)
+    size = 64 * 2**20
+    with PeakMemory('cpu') as memory:
+        block = torch.ones(size // 4)  # touches every page
+        time.sleep(0.02)  # lets the sampler see it
+        del block
+    assert size <= memory.extra <= size + 8 * 2**20
+
+
+def test_peer_over_the_cap_is_skipped_without_running():
+    spec = dict(task='block', block='nl', impl='peer', mode='concatenation',
+                shape=benchmark.GRID['n4096'], batch=1, sub_sample=False,
+                cap_bytes=int(12 * GB))
+    # No multiprocessing context: running the case would raise.
+    result = benchmark.measure_or_skip(spec, context=None, timeout=1)
+    assert result['status'] == 'skipped'
+    need = benchmark.peer_pairwise_bytes('nl', 'concatenation',
+                                         benchmark.GRID['n4096'])
+    assert need > 12 * GB
+    assert result['note'] == f'needs ~{need / GB:.0f} GB'
+
+
+def _ok(time_s, extra_bytes, flops=None):
+    result = dict(status='ok', note='', time_s=time_s,
+                  extra_bytes=extra_bytes)
+    if flops is not None:
+        result['flops'] = flops
+    return result
+
+
+def _results(softmax_ours, dot_ours, concat_ours, attention_time):
+    res3 = ('block', 'res3', 'nl')
+    n4096 = ('block', 'n4096', 'nl', 'concatenation')
+    return {
+        res3 + ('embedded_gaussian', 'ours'): softmax_ours,
+        res3 + ('embedded_gaussian', 'peer'): _ok(1.0, 1000 * MB),
+        res3 + ('dot_product', 'ours'): dot_ours,
+        res3 + ('dot_product', 'peer'): _ok(1.0, 1000 * MB),
+        n4096 + ('ours', ): concat_ours,
+        n4096 + ('peer', ): dict(status='skipped', note='needs ~69 GB'),
+        ('mm', 4096): _ok(1.0, 0, flops=100e9),
+        ('attention', benchmark.RES3_ATTENTION, False): _ok(
+            attention_time, 0, flops=100e9),
+    }
+
+
+def test_targets_are_judged_from_the_numbers():
+    grid = dict(benchmark.GRID)
+    passing = _results(_ok(0.5, 100 * MB), _ok(0.05, 10 * MB),
+                       _ok(3.0, 200 * MB), attention_time=1.25)
+    verdicts = [v for v, _ in benchmark.check_targets(passing, grid)]
+    assert verdicts == ['PASS'] * 4
+    failing = _results(_ok(0.9, 100 * MB), _ok(0.2, 10 * MB),
+                       _ok(3.0, 2 * GB), attention_time=1.5)
+    checked = benchmark.check_targets(failing, grid)
+    assert [v for v, _ in checked] == ['FAIL'] * 4
+    assert 'time 0.900x' in checked[0][1]
+    assert '5.0x faster' in checked[1][1]
+    assert '66.7%' in checked[3][1]
