@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 # The prebuilt mmcv wheel (a build cache) sits beside the project on dev and CI machines.
 WHEELS := $(wildcard ../shared/wheels)
 FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
-TOY_CONFIG ?= configs/toy/mask-rcnn_r50-nl_fpn_toy-coco.py
+TOY_CONFIG ?= configs/toy/mask-rcnn_r18-nl-c4_fpn_toy-coco.py
+TOY_SEG_CONFIG ?= configs/toy/fcn_r18-d8-nl_toy-cityscapes.py
 
 .PHONY: setup demo demo-seg test test-slow lint bench clean-venv
 
@@ -26,6 +27,9 @@ $(STAMP): setup.py Makefile
 demo: setup
 	$(PY) tools/train.py $(TOY_CONFIG)
 
+demo-seg: setup
+	$(PY) tools/train.py $(TOY_SEG_CONFIG)
+
 test: setup
 	$(PY) -m pytest -q
 
@@ -34,6 +38,9 @@ test-slow: setup
 
 lint: setup
 	$(PY) -m ruff check .
+
+bench: setup
+	$(PY) tools/benchmark.py --out benchmark.md
 
 clean-venv:
 	rm -rf $(VENV)

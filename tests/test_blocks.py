@@ -276,3 +276,15 @@ def test_wrong_input_raises(cls, dim):
     wrong_rank = SHAPES[3 if dim != 3 else 2]
     with pytest.raises(ValueError, match='-D input'):
         block(torch.randn(wrong_rank))
+
+
+def test_concatenation_trains_where_mmcv_cannot():
+    # mmcv divides its saved ReLU output in place, so its backward fails.
+    peer = NonLocal2d(16, mode='concatenation')
+    x = torch.randn(SHAPES[2], requires_grad=True)
+    with pytest.raises(RuntimeError, match='inplace'):
+        peer(x).sum().backward()
+    ours = NonLocal2D(16, mode='concatenation')
+    ours.load_state_dict(peer.state_dict())
+    ours(x).sum().backward()
+    assert ours.concat_project.conv.weight.grad is not None
