@@ -13,7 +13,7 @@ setup(
         'mmdet==3.3.0',
         'mmsegmentation==1.2.2',
         'pycocotools',
-        # mmsegmentation 1.2.2 imports these at import time without declaring them.
+        # mmsegmentation 1.2.2 imports these without declaring them.
         'ftfy',
         'regex',
     ],

@@ -90,7 +90,9 @@ def test_peak_memory_counts_a_freed_allocation(monkeypatch, sampled):
         block = torch.ones(size // 4)  # touches every page
         time.sleep(0.02)  # lets the sampler see it
         del block
-    assert size <= memory.extra <= size + 8 * 2**20
+    # A few pages of the block may reuse heap that was already resident
+    # before the step (seen in CI: 96 KiB short), so allow 1 MiB slack below.
+    assert size - 2**20 <= memory.extra <= size + 8 * 2**20
 
 
 def test_peer_over_the_cap_is_skipped_without_running():

@@ -93,7 +93,7 @@ class DisentangledNonLocal(NonLocalNd):
     def embed(self, x: Tensor):
         if self.use_pairwise:
             return super().embed(x)
-        return None, None, self.g(x).flatten(2).transpose(1, 2)  # [N, M, C']
+        return None, None, self.project(x, ('g', ))[0]  # [N, M, C']
 
     def logit_scale(self) -> float:
         scale = super().logit_scale()

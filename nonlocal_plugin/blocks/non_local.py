@@ -11,7 +11,7 @@ where each has a fused path that never builds the ``N x N`` map and the
 materialising reference path (``attn_impl='reference'``).
 """
 
-from typing import Optional
+from typing import List, Optional, Sequence
 
 from mmcv.cnn import ConvModule
 from mmengine.model import constant_init, normal_init
@@ -20,6 +20,13 @@ from torch import Tensor, nn
 from ..ops import ATTN_IMPLS, no_autocast, pairwise_attention
 from ..registry import MODELS
 from ._dims import DIMS, subsample_pool
+from ._pointwise import (
+    map_to_rows,
+    plain_pointwise,
+    project_rows_out,
+    rows_to_map,
+    stacked_projection,
+)
 from ._validate import (
     check_bool,
     check_choice,
@@ -167,17 +174,31 @@ class NonLocalNd(nn.Module):
             return self.inter_channels**-0.5
         return 1.0
 
+    def project(self, x: Tensor, names: Sequence[str]) -> List[Tensor]:
+        """The named projections of ``x`` (``'theta'``, ``'phi'``, ``'g'``),
+        each as position rows ``[N, positions, C']``.
+
+        Plain 1x1 convs run as one stacked GEMM (:mod:`._pointwise`); the
+        sub-sampling pool of ``phi`` and ``g`` follows on the map.
+        """
+        modules = [getattr(self, name) for name in names]
+        convs = [plain_pointwise(_conv(module)) for module in modules]
+        if any(conv is None for conv in convs):
+            return [map_to_rows(module(x)) for module in modules]
+        rows = stacked_projection(x, convs)  # each [N, HW, C']
+        return [
+            map_to_rows(module[1](rows_to_map(r, x.shape[2:])))
+            if isinstance(module, nn.Sequential) else r
+            for module, r in zip(modules, rows)
+        ]
+
     def embed(self, x: Tensor):
         """Query, key and value rows of ``x``, each ``[N, positions, C]``."""
-        value = self.g(x).flatten(2).transpose(1, 2)  # [N, M, C']
         if self.mode == 'gaussian':
+            value, = self.project(x, ('g', ))  # [N, M, C']
             keys = self.phi(x) if self.sub_sample else x
-            query = x.flatten(2).transpose(1, 2)  # [N, HW, C]
-            key = keys.flatten(2).transpose(1, 2)  # [N, M, C]
-        else:
-            query = self.theta(x).flatten(2).transpose(1, 2)  # [N, HW, C']
-            key = self.phi(x).flatten(2).transpose(1, 2)  # [N, M, C']
-        return query, key, value
+            return map_to_rows(x), map_to_rows(keys), value  # [N, *, C]
+        return tuple(self.project(x, ('theta', 'phi', 'g')))
 
     def aggregate(self, x: Tensor, query: Tensor, key: Tensor,
                   value: Tensor) -> Tensor:
@@ -193,20 +214,26 @@ class NonLocalNd(nn.Module):
         check_input(type(self).__name__, x, self.in_channels, self._layout)
         query, key, value = self.embed(x)
         context = self.aggregate(x, query, key, value)  # [N, HW, C']
-        context = context.transpose(1, 2).reshape(
-            x.shape[0], self.inter_channels, *x.shape[2:])  # [N, C', H, W]
-        return x + self.project_out(context)
+        return x + self.project_out(context, x.shape[2:])
 
-    def project_out(self, context: Tensor) -> Tensor:
-        """``conv_out`` at the precision of its weights, autocast or not.
+    def project_out(self, context: Tensor, spatial: Sequence[int]) -> Tensor:
+        """``conv_out`` of the context rows, at the precision of its weights.
 
         The kernels return fp32 contexts; a dot-product or concatenation
         context can exceed fp16's range, so under autocast this 1x1 conv
         (cheap next to the attention) stays in fp32.
+
+        Args:
+            context (Tensor): ``[N, HW, C']`` rows.
+            spatial (Sequence[int]): The input's spatial shape.
+
+        Returns:
+            Tensor: ``[N, C, *spatial]``.
         """
         with no_autocast(context):
-            return self.conv_out(
-                context.to(self.conv_out.conv.weight.dtype))
+            return project_rows_out(
+                context.to(self.conv_out.conv.weight.dtype), self.conv_out,
+                spatial)
 
     def extra_repr(self) -> str:
         return (f'mode={self.mode!r}, dim={self.dim}, '

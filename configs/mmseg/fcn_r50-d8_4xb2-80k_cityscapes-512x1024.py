@@ -1,0 +1,7 @@
+# Baseline: FCN, ResNet-50-D8 (ResNetV1c, dilated res4/res5), Cityscapes
+# 512x1024 crops, 80k iterations, 4 GPUs x 2 images, SyncBN;
+# mmseg's configs/fcn/fcn_r50-d8_4xb2-80k_cityscapes-512x1024.py.
+#
+# Published: mIoU 73.61 (74.24 multi-scale + flip), mmseg's model zoo,
+#   configs/fcn/metafile.yaml, fcn_r50-d8_4xb2-80k_cityscapes-512x1024.
+_base_ = 'mmseg::fcn/fcn_r50-d8_4xb2-80k_cityscapes-512x1024.py'

@@ -1,0 +1,385 @@
+"""Small synthetic datasets, in COCO's and Cityscapes' real formats.
+
+Both are built so that *long-range context decides the labels*: every image
+has a coloured cue bar along one side edge, and the objects (or blobs) in the
+other half of the image are all drawn in the same gray, whatever their
+class. An object's class is the colour of the cue, which sits far away from
+it; the object itself carries no hint of its class. A model that sees the
+whole image (a non-local or global-context block) can read the cue; a model
+whose features are local has to pass it across the image through many
+convolutions.
+
+* :func:`make_toy_coco` writes ``annotations/instances_{train,val}2017.json``
+  (COCO instances with polygon segmentations) and the PNG images in
+  ``train2017/`` and ``val2017/``, ready for mmdet's ``CocoDataset``.
+* :func:`make_toy_cityscapes` writes ``leftImg8bit/{split}/<city>/
+  <name>_leftImg8bit.png`` and ``gtFine/{split}/<city>/
+  <name>_gtFine_labelTrainIds.png`` (plus ``_gtFine_labelIds.png``), ready for
+  mmseg's ``CityscapesDataset``.
+* :func:`ensure_toy_dataset` builds one of them on first use.
+
+Everything is drawn from ``numpy.random.default_rng(seed)`` and written as
+PNG, so one seed always gives the same bytes. A dataset is written into a
+temporary directory and renamed into place when complete, so processes that
+start together (``torchrun``) never see half a dataset.
+"""
+import json
+import os
+import os.path as osp
+import shutil
+from typing import Dict, List, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+# The cue colours (RGB) and, for each, the class of the objects.
+CUE_COLOURS = {
+    'red': (220, 40, 40),
+    'green': (40, 200, 60),
+    'blue': (50, 80, 230),
+}
+TOY_COCO_CLASSES = tuple(f'{name}_cue' for name in CUE_COLOURS)
+
+# Cityscapes train ids (and label ids) of the toy segmentation classes.
+CITYSCAPES_TRAIN_IDS = {
+    'road': 0,  # background
+    'wall': 3,  # the cue band
+    'car': 13,  # blobs next to a red cue
+    'truck': 14,  # ... a green cue
+    'bus': 15,  # ... a blue cue
+}
+CITYSCAPES_LABEL_IDS = {0: 7, 3: 12, 13: 26, 14: 27, 15: 28, 255: 0}
+SEG_BLOB_CLASSES = ('car', 'truck', 'bus')
+
+# The cue covers this fraction of the width on its side, the objects lie in
+# this fraction on the other side: 35 % of the width lies between them.
+CUE_FRACTION = 0.25
+FAR_FRACTION = 0.4
+MARKER = 'toy_dataset.json'
+KINDS = ('coco', 'cityscapes')
+
+# helper functions
+
+
+def _background(rng: np.random.Generator, height: int,
+                width: int) -> np.ndarray:
+    """A dim, low-contrast textured background, ``[H, W, 3]`` uint8."""
+    base = rng.uniform(50, 90)
+    coarse = rng.normal(0, 12, size=(height // 8 + 1, width // 8 + 1, 1))
+    coarse = cv2.resize(coarse.astype(np.float32), (width, height),
+                        interpolation=cv2.INTER_LINEAR)[..., None]
+    fine = rng.normal(0, 6, size=(height, width, 1))
+    img = base + coarse + fine  # [H, W, 1]
+    return np.clip(np.repeat(img, 3, axis=2), 0, 255).astype(np.uint8)
+
+
+def _draw_cue(img: np.ndarray, side: str, colour: Sequence[int],
+              width: int) -> Tuple[int, int]:
+    """Paints the cue band along the ``side`` edge; returns its x range."""
+    x0, x1 = (0, width) if side == 'left' else (img.shape[1] - width,
+                                                img.shape[1])
+    img[:, x0:x1] = np.asarray(colour, dtype=np.uint8)[::-1]  # BGR
+    return x0, x1
+
+
+def _random_polygon(rng: np.random.Generator, cx: float, cy: float,
+                    radius: float) -> np.ndarray:
+    """A star-convex polygon around ``(cx, cy)``, ``[K, 2]`` float."""
+    num = int(rng.integers(3, 9))
+    step = 2 * np.pi / num
+    # Evenly spread vertices, jittered by less than half a step, so the
+    # polygon stays simple and is never a sliver.
+    angles = (rng.uniform(0, 2 * np.pi) + step * np.arange(num) +
+              rng.uniform(-0.3, 0.3, size=num) * step)
+    radii = radius * rng.uniform(0.6, 1.0, size=num)
+    return np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)],
+                    axis=1)
+
+
+def _place_objects(rng: np.random.Generator, count: int,
+                   x_range: Tuple[float, float], y_range: Tuple[float, float],
+                   radius_range: Tuple[float, float]) -> List[np.ndarray]:
+    """Up to ``count`` polygons in the given box, not touching each other."""
+    polygons, circles = [], []
+    # Small images: no object larger than the box it must fit in.
+    fits = min(x_range[1] - x_range[0], y_range[1] - y_range[0]) / 2
+    high = min(radius_range[1], fits)
+    low = min(radius_range[0], high)
+    for _ in range(count * 20):
+        if len(polygons) == count:
+            break
+        radius = rng.uniform(low, high)
+        cx = rng.uniform(x_range[0] + radius, x_range[1] - radius)
+        cy = rng.uniform(y_range[0] + radius, y_range[1] - radius)
+        if any((cx - x)**2 + (cy - y)**2 < (radius + r + 2)**2
+               for x, y, r in circles):
+            continue
+        circles.append((cx, cy, radius))
+        polygons.append(_random_polygon(rng, cx, cy, radius))
+    return polygons
+
+
+def _fill(img: np.ndarray, polygon: np.ndarray, value) -> None:
+    points = np.round(polygon).astype(np.int32)[None]  # [1, K, 2]
+    cv2.fillPoly(img, points, value, lineType=cv2.LINE_8)
+
+
+def _far_range(side: str, width: int, margin: int) -> Tuple[float, float]:
+    """The x range of the objects: the far 40 % of the width from the cue.
+    """
+    if side == 'left':
+        return width * (1 - FAR_FRACTION), width - margin
+    return margin, width * FAR_FRACTION
+
+
+def _size(img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    """``(height, width)`` from an int or a pair."""
+    if isinstance(img_size, int):
+        return img_size, img_size
+    height, width = img_size
+    return int(height), int(width)
+
+
+def _cue_width(width: int) -> int:
+    return max(4, round(CUE_FRACTION * width))
+
+
+def _write_png(path: str, img: np.ndarray) -> None:
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    if not cv2.imwrite(path, img, [cv2.IMWRITE_PNG_COMPRESSION, 6]):
+        raise OSError(f'could not write {path}')
+
+
+def _polygon_area(polygon: np.ndarray) -> float:
+    x, y = polygon[:, 0], polygon[:, 1]
+    cross = np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))
+    return float(0.5 * abs(cross))
+
+
+# main functions
+
+
+def make_toy_coco(root: str,
+                  *,
+                  seed: int = 0,
+                  num_train: int = 320,
+                  num_val: int = 64,
+                  img_size: Union[int, Sequence[int]] = (96, 256),
+                  max_objects: int = 3) -> str:
+    """Writes the toy COCO instances dataset into ``root``.
+
+    Each image has a cue bar (red, green or blue) along its left or right
+    edge and 1 to ``max_objects`` gray polygons in the other half. Every
+    polygon's category is ``'<colour>_cue'``: the colour of the bar, about
+    half the image width away.
+
+    Args:
+        root (str): Directory to write (``annotations/``, ``train2017/``,
+            ``val2017/``). It is created; existing files are overwritten.
+        seed (int): Seed of the generator. Default: 0.
+        num_train (int): Training images. Default: 320.
+        num_val (int): Validation images. Default: 64.
+        img_size (int | tuple[int, int]): ``(height, width)`` of the
+            images, or the side of square ones. Default: ``(96, 256)``.
+        max_objects (int): Most objects in one image. Default: 3.
+
+    Returns:
+        str: ``root``.
+    """
+    rng = np.random.default_rng(seed)
+    categories = [
+        dict(id=i + 1, name=name, supercategory='toy')
+        for i, name in enumerate(TOY_COCO_CLASSES)
+    ]
+    colours = list(CUE_COLOURS)
+    height, width = _size(img_size)
+    cue_width = _cue_width(width)
+    ann_id = 1
+    for split, count in (('train', num_train), ('val', num_val)):
+        images, annotations = [], []
+        for index in range(count):
+            image_id = index + 1
+            colour = colours[int(rng.integers(len(colours)))]
+            side = 'left' if rng.random() < 0.5 else 'right'
+            img = _background(rng, height, width)
+            _draw_cue(img, side, CUE_COLOURS[colour], cue_width)
+            polygons = _place_objects(
+                rng, int(rng.integers(1, max_objects + 1)),
+                _far_range(side, width, 2), (2, height - 2),
+                (height * 0.1, height * 0.2))
+            for polygon in polygons:
+                gray = int(rng.integers(150, 215))
+                _fill(img, polygon, (gray, gray, gray))
+                polygon = np.clip(polygon, 0, (width - 1, height - 1))
+                x0, y0 = polygon.min(axis=0)
+                x1, y1 = polygon.max(axis=0)
+                annotations.append(
+                    dict(
+                        id=ann_id,
+                        image_id=image_id,
+                        category_id=colours.index(colour) + 1,
+                        segmentation=[[
+                            round(float(v), 2) for v in polygon.flatten()
+                        ]],
+                        area=round(_polygon_area(polygon), 2),
+                        bbox=[
+                            round(float(v), 2)
+                            for v in (x0, y0, x1 - x0, y1 - y0)
+                        ],
+                        iscrowd=0))
+                ann_id += 1
+            file_name = f'{split}_{image_id:06d}.png'
+            _write_png(osp.join(root, f'{split}2017', file_name), img)
+            images.append(
+                dict(
+                    id=image_id,
+                    file_name=file_name,
+                    width=width,
+                    height=height))
+        ann_file = osp.join(root, 'annotations', f'instances_{split}2017.json')
+        os.makedirs(osp.dirname(ann_file), exist_ok=True)
+        with open(ann_file, 'w') as f:
+            json.dump(
+                dict(
+                    info=dict(
+                        description='nonlocal_plugin toy COCO: an object '
+                        "'s class is the colour of a far-away cue bar",
+                        version='1.0'),
+                    licenses=[],
+                    images=images,
+                    annotations=annotations,
+                    categories=categories),
+                f,
+                sort_keys=True)
+    return root
+
+
+def make_toy_cityscapes(root: str,
+                        *,
+                        seed: int = 0,
+                        num_train: int = 160,
+                        num_val: int = 32,
+                        img_size: Tuple[int, int] = (128, 256),
+                        max_objects: int = 3) -> str:
+    """Writes the toy Cityscapes dataset into ``root``.
+
+    Each ``(height, width)`` image is 'road' with a cue bar ('wall')
+    along its left or right edge and gray blobs in the other half. The blobs
+    are 'car' next to a red cue, 'truck' next to a green one and 'bus' next
+    to a blue one: a pixel's class is read from the far-away cue.
+
+    Args:
+        root (str): Directory to write (``leftImg8bit/``, ``gtFine/``).
+        seed (int): Seed of the generator. Default: 0.
+        num_train (int): Training images. Default: 160.
+        num_val (int): Validation images. Default: 32.
+        img_size (tuple[int, int]): ``(height, width)``. Default:
+            ``(128, 256)``, Cityscapes' 1:2 aspect.
+        max_objects (int): Most blobs in one image. Default: 3.
+
+    Returns:
+        str: ``root``.
+    """
+    rng = np.random.default_rng(seed)
+    height, width = _size(img_size)
+    colours = list(CUE_COLOURS)
+    cue_width = _cue_width(width)
+    to_label_ids = np.zeros(256, dtype=np.uint8)
+    for train_id, label_id in CITYSCAPES_LABEL_IDS.items():
+        to_label_ids[train_id] = label_id
+    for split, count, city in (('train', num_train, 'toyville'),
+                               ('val', num_val, 'toyburg')):
+        for index in range(count):
+            colour_index = int(rng.integers(len(colours)))
+            colour = colours[colour_index]
+            side = 'left' if rng.random() < 0.5 else 'right'
+            img = _background(rng, height, width)
+            label = np.full((height, width), CITYSCAPES_TRAIN_IDS['road'],
+                            dtype=np.uint8)
+            x0, x1 = _draw_cue(img, side, CUE_COLOURS[colour], cue_width)
+            label[:, x0:x1] = CITYSCAPES_TRAIN_IDS['wall']
+            blob_id = CITYSCAPES_TRAIN_IDS[SEG_BLOB_CLASSES[colour_index]]
+            polygons = _place_objects(
+                rng, int(rng.integers(1, max_objects + 1)),
+                _far_range(side, width, 2), (2, height - 2),
+                (height * 0.12, height * 0.3))
+            for polygon in polygons:
+                gray = int(rng.integers(150, 215))
+                _fill(img, polygon, (gray, gray, gray))
+                _fill(label, polygon, blob_id)
+            name = f'{city}_{index:06d}_000019'
+            _write_png(
+                osp.join(root, 'leftImg8bit', split, city,
+                         f'{name}_leftImg8bit.png'), img)
+            gt_dir = osp.join(root, 'gtFine', split, city)
+            _write_png(
+                osp.join(gt_dir, f'{name}_gtFine_labelTrainIds.png'), label)
+            _write_png(
+                osp.join(gt_dir, f'{name}_gtFine_labelIds.png'),
+                to_label_ids[label])
+    return root
+
+
+_MAKERS = {'coco': make_toy_coco, 'cityscapes': make_toy_cityscapes}
+
+
+def _normalise(options: Dict) -> Dict:
+    """Options as JSON stores them (tuples become lists)."""
+    return json.loads(json.dumps(options, sort_keys=True))
+
+
+def ensure_toy_dataset(kind: str, data_root: str, **options) -> bool:
+    """Builds a toy dataset into ``data_root`` unless it is there already.
+
+    The dataset is written into a temporary sibling directory and renamed
+    into place, so concurrent callers (one per process under ``torchrun``)
+    never read a half-written dataset; the loser of the race discards its
+    copy, which is identical.
+
+    Args:
+        kind (str): ``'coco'`` or ``'cityscapes'``.
+        data_root (str): Where the dataset lives.
+        **options: The generator's options (``seed``, ``num_train``, ...).
+
+    Returns:
+        bool: True if this call built the dataset.
+
+    Raises:
+        ValueError: For an unknown ``kind``, or when ``data_root`` holds a
+            toy dataset built with other options.
+    """
+    if kind not in _MAKERS:
+        raise ValueError(f'toy dataset kind must be one of {KINDS}, got '
+                         f'{kind!r}')
+    root = osp.normpath(data_root)
+    wanted = _normalise(dict(kind=kind, **options))
+    marker = osp.join(root, MARKER)
+    if osp.isfile(marker):
+        with open(marker) as f:
+            found = json.load(f)
+        if found != wanted:
+            raise ValueError(
+                f'{root} holds a toy dataset built with {found}, but the '
+                f'config asks for {wanted}; delete {root} to rebuild it')
+        return False
+    if osp.exists(root) and os.listdir(root):
+        raise ValueError(
+            f'{root} exists but is not a complete toy dataset (no {MARKER}); '
+            'delete it to let the toy dataset be built there')
+    parent = osp.dirname(osp.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    tmp = osp.join(parent, f'.{osp.basename(root)}.tmp-{os.getpid()}')
+    shutil.rmtree(tmp, ignore_errors=True)
+    _MAKERS[kind](tmp, **options)
+    with open(osp.join(tmp, MARKER), 'w') as f:
+        json.dump(wanted, f, sort_keys=True)
+    if osp.isdir(root) and not os.listdir(root):
+        os.rmdir(root)
+    try:
+        os.rename(tmp, root)
+    except OSError:
+        if not osp.isfile(marker):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another process was first
+        return False
+    return True
