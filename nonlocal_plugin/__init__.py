@@ -6,12 +6,12 @@ applies the fixes in :mod:`nonlocal_plugin.compat`.
 """
 from . import backbones, compat  # noqa: F401
 from .blocks import (
-                     ContextBlock,
-                     DisentangledNonLocal,
-                     NonLocal1D,
-                     NonLocal2D,
-                     NonLocal3D,
-                     NonLocalNd,
+    ContextBlock,
+    DisentangledNonLocal,
+    NonLocal1D,
+    NonLocal2D,
+    NonLocal3D,
+    NonLocalNd,
 )
 from .registry import MODELS, SCOPE
 

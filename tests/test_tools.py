@@ -49,6 +49,15 @@ def train(cwd, config, *options, timeout=900):
         cwd, timeout)
 
 
+def dist_train(cwd, config, *cfg_options, nproc=2):
+    """``tools/dist_train.sh config nproc`` on a free port."""
+    return run_tool(
+        ['bash', osp.join(TOOLS, 'dist_train.sh'), config, str(nproc),
+         '--cfg-options', *cfg_options],
+        cwd,
+        env=dict(PYTHON=sys.executable, PORT=str(free_port())))
+
+
 def one_error(proc):
     """The single ``error:`` line of a failed tool, checked for no traceback.
     """
@@ -355,15 +364,23 @@ def test_toy_fcn_trains_and_reports_miou(tmp_path):
 
 @pytest.mark.slow
 def test_dist_train_two_processes_on_cpu(tmp_path):
-    proc = run_tool(
-        ['bash', osp.join(TOOLS, 'dist_train.sh'), TOY_DET, '2',
-         '--cfg-options', *TINY_DET],
-        tmp_path,
-        env=dict(PYTHON=sys.executable, PORT=str(free_port())))
+    proc = dist_train(tmp_path, TOY_DET, *TINY_DET)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert 'coco/bbox_mAP:' in out
-    assert "'world_size': 2" in out or 'world_size: 2' in out
+    assert 'Distributed training: True' in out
+    assert 'GPU number: 2' in out  # mmengine's name for the world size
+
+
+@pytest.mark.slow
+def test_dist_train_keeps_sync_bn_synchronised_on_cpu(tmp_path):
+    # The toy FCN has mmseg's SyncBN: on 2 CPU processes it is built as
+    # GlooSyncBN (see test_sync_bn.py for its numbers).
+    proc = dist_train(tmp_path, TOY_SEG, *TINY_SEG)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert 'built as nonlocal_plugin.GlooSyncBN' in out
+    assert 'mIoU' in out
 
 
 @pytest.mark.slow

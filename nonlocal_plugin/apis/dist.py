@@ -12,12 +12,11 @@ therefore
 * gives the model wrapper ``device_ids=None``;
 * builds every SyncBN of the config as
   :class:`~nonlocal_plugin.ops.GlooSyncBatchNorm`: torch's
-  ``SyncBatchNorm`` refuses CPU tensors whenever a process group exists
-  ("SyncBatchNorm expected input tensor to be on GPU"), and mmcv's
-  ``MMSyncBN`` is a CUDA kernel, whereas this subclass of torch's
-  synchronises its statistics through gloo, so the layers stay synchronised
-  batch norm. ``sync_bn='torch'`` (the Runner's conversion of every BN) is
-  applied to the config's BN layers the same way.
+  ``SyncBatchNorm`` refuses CPU tensors whenever a process group exists,
+  DDP refuses it in a CPU module, and mmcv's ``MMSyncBN`` is a CUDA kernel,
+  whereas this batch norm synchronises its statistics through gloo, so the
+  layers stay synchronised. ``sync_bn='torch'`` (the Runner's conversion of
+  every BN) is applied to the config's BN layers the same way.
 
 With CUDA, mmengine's own launchers are used unchanged. In one process
 (``--launcher none``) mmengine's Runner reverts SyncBN to BN itself

@@ -4,54 +4,82 @@ Batch norm: Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network
 Training by Reducing Internal Covariate Shift", https://arxiv.org/abs/1502.03167.
 
 torch's ``nn.SyncBatchNorm`` refuses CPU tensors as soon as a process group
-exists ("SyncBatchNorm expected input tensor to be on GPU"), and mmcv's
-``MMSyncBN`` is a CUDA kernel. :class:`GlooSyncBatchNorm` keeps the
-statistics synchronised on CPU: each process sums its features and their
-squares per channel, one differentiable ``all_reduce`` adds the sums of all
-processes, and every process normalises with the statistics of the global
-batch. Gradients flow back through the ``all_reduce``, so forward and
-backward equal batch norm over the concatenated batch.
+exists ("SyncBatchNorm expected input tensor to be on GPU"), DDP refuses any
+``nn.SyncBatchNorm`` in a CPU module ("SyncBatchNorm layers only work with
+GPU modules"), and mmcv's ``MMSyncBN`` is a CUDA kernel.
+:class:`GlooSyncBatchNorm` keeps the statistics synchronised on CPU: each
+process sums its features and their squares per channel, one differentiable
+``all_reduce`` adds the sums of all processes, and every process normalises
+with the statistics of the global batch. Gradients flow back through the
+``all_reduce``, so forward and backward equal batch norm over the
+concatenated batch.
 
-It subclasses ``nn.SyncBatchNorm``: the parameter and buffer names are the
-same, mmengine reverts it to BN in a single process like any SyncBN, and on
-devices torch's own kernel supports it simply defers to it. The tools build
-it in place of ``SyncBN`` for CPU jobs with several processes
-(:mod:`nonlocal_plugin.apis.dist`); in a config it is
+It is a ``_BatchNorm`` with BN's parameter and buffer names, so checkpoints
+move freely between it, BN and SyncBN, and ``norm_eval`` / frozen stages
+treat it as batch norm. Outside a multi-process group, or in eval mode, it
+is plain BN. The tools build it in place of ``SyncBN`` for CPU jobs with
+several processes (:mod:`nonlocal_plugin.apis.dist`); in a config it is
 ``norm_cfg=dict(type='nonlocal_plugin.GlooSyncBN')``.
 """
+from typing import Any, Optional
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..registry import MODELS
 
 
 @MODELS.register_module('GlooSyncBN')
-class GlooSyncBatchNorm(nn.SyncBatchNorm):
-    """``nn.SyncBatchNorm`` whose synchronisation also works on CPU.
+class GlooSyncBatchNorm(_BatchNorm):
+    """Batch norm whose statistics are shared by every process of a group.
 
-    The constructor is ``nn.SyncBatchNorm``'s.
+    Args:
+        num_features (int): Channels ``C`` of the ``[N, C, ...]`` input.
+        eps (float): Added to the variance. Default: 1e-5.
+        momentum (float, optional): Of the running statistics; None for a
+            cumulative average. Default: 0.1.
+        affine (bool): Learn a scale and a shift. Default: True.
+        track_running_stats (bool): Keep running statistics. Default: True.
+        process_group (ProcessGroup, optional): The processes to share the
+            statistics with. Default: the whole world.
+        device: Of the parameters and buffers. Default: torch's.
+        dtype: Of the parameters and buffers. Default: torch's.
     """
+
+    def __init__(self,
+                 num_features: int,
+                 eps: float = 1e-5,
+                 momentum: Optional[float] = 0.1,
+                 affine: bool = True,
+                 track_running_stats: bool = True,
+                 process_group: Optional[Any] = None,
+                 device=None,
+                 dtype=None) -> None:
+        super().__init__(num_features, eps, momentum, affine,
+                         track_running_stats, device=device, dtype=dtype)
+        self.process_group = process_group
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(
+                f'GlooSyncBN expects an [N, C, ...] input, got {x.dim()}D')
+
+    def _group(self):
+        return self.process_group or dist.group.WORLD
 
     def _syncs(self) -> bool:
         """Whether batch statistics are shared with other processes."""
-        if not (self.training and dist.is_available()
-                and dist.is_initialized()):
-            return False
-        group = self.process_group or dist.group.WORLD
-        return dist.get_world_size(group) > 1
+        return (self.training and dist.is_available()
+                and dist.is_initialized()
+                and dist.get_world_size(self._group()) > 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type != 'cpu':
-            return super().forward(x)  # torch's kernels
         if not self._syncs():
-            # Plain BN: torch's SyncBatchNorm would refuse the CPU tensor
-            # even in a group of one process.
-            return _BatchNorm.forward(self, x)
+            return super().forward(x)  # plain BN
         self._check_input_dim(x)
-        self._check_non_zero_input_channels(x)
         channels = x.size(1)
         dims = [0] + list(range(2, x.dim()))
         stats = x.float()
@@ -60,8 +88,7 @@ class GlooSyncBatchNorm(nn.SyncBatchNorm):
             stats.square().sum(dims),  # [C]
             stats.new_tensor([x.numel() // channels]),  # [1]
         ])
-        total = dist_nn.all_reduce(
-            local, group=self.process_group or dist.group.WORLD)
+        total = dist_nn.all_reduce(local, group=self._group())  # [2C + 1]
         count = total[-1].detach()
         mean = total[:channels] / count
         var = (total[channels:2 * channels] / count -
