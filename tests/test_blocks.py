@@ -3,6 +3,7 @@ import itertools
 
 import pytest
 import torch
+from conftest import rel_err
 from mmcv.cnn import ContextBlock as MmcvContextBlock
 from mmcv.cnn import NonLocal1d, NonLocal2d, NonLocal3d
 from mmseg.models.decode_heads.dnl_head import DisentangledNonLocal2d
@@ -15,6 +16,7 @@ from nonlocal_plugin import (
     NonLocal2D,
     NonLocal3D,
 )
+from nonlocal_plugin.blocks._pointwise import plain_pointwise
 
 MODES = ('gaussian', 'embedded_gaussian', 'dot_product', 'concatenation')
 SHAPES = {1: (2, 16, 23), 2: (2, 16, 9, 10), 3: (2, 16, 3, 6, 8)}
@@ -132,6 +134,21 @@ def test_nonlocal_matches_mmcv(dim, mode, sub_sample, norm):
     expected = peer(x)
     torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-5)
     assert (ours(x) - x).abs().max() > 1e-3  # the branch is not trivial
+
+
+@pytest.mark.parametrize('mode', MODES)
+def test_custom_conv_takes_the_module_path_and_matches_mmcv(mode):
+    # ConvWS is not a plain 1x1 conv: the stacked-GEMM projection must not
+    # take it, and the block must still equal mmcv's with the same conv.
+    conv_cfg = dict(type='ConvWS')
+    peer = _randomise(NonLocal2d(16, mode=mode, conv_cfg=conv_cfg)).eval()
+    ours = NonLocal2D(16, mode=mode, conv_cfg=conv_cfg).eval()
+    ours.load_state_dict(peer.state_dict(), strict=True)
+    x = torch.randn(SHAPES[2])
+    assert plain_pointwise(ours.g) is None
+    # Weight standardisation makes the embeddings much larger than the
+    # plain init does, so compare in the norm of the output.
+    assert rel_err(ours(x), peer(x)) < 1e-6
 
 
 @pytest.mark.parametrize('mode', ['embedded_gaussian', 'dot_product',
