@@ -104,6 +104,7 @@ def test_missing_data_is_one_message(tmp_path):
     line = one_error(proc)
     assert "'data/coco/'" in line and 'does not exist' in line
     assert 'Download COCO 2017' in line and '--cfg-options' in line
+    assert 'configs/toy/mask-rcnn_r18-nl-c4_fpn_toy-coco.py' in line
 
 
 def test_missing_cityscapes_is_one_message(tmp_path):
@@ -111,6 +112,7 @@ def test_missing_cityscapes_is_one_message(tmp_path):
                  osp.join(ROOT, 'configs/fcn_r50_nl_cityscapes.py'))
     line = one_error(proc)
     assert "'data/cityscapes/'" in line and 'Cityscapes' in line
+    assert 'configs/toy/fcn_r18-d8-nl_toy-cityscapes.py' in line
 
 
 def test_unreachable_pretrained_is_one_message(tmp_path):

@@ -39,9 +39,10 @@ DATASET_DOCS = {
         'files)', 'https://mmsegmentation.readthedocs.io/en/latest/'
         'user_guides/2_dataset_prepare.html#cityscapes'),
 }
-TOY_HINT = ('To try the tools without any download, train a toy config '
-            'instead, e.g. python tools/train.py '
-            'configs/toy/mask-rcnn_r18-nl-c4_fpn_toy-coco.py')
+TOY_CONFIGS = {
+    'mmdet': 'configs/toy/mask-rcnn_r18-nl-c4_fpn_toy-coco.py',
+    'mmseg': 'configs/toy/fcn_r18-d8-nl_toy-cityscapes.py',
+}
 URL_SCHEMES = ('http://', 'https://')
 REMOTE_SCHEMES = ('torchvision://', 'modelzoo://', 'open-mmlab://',
                   'openmmlab://', 'mmcls://')
@@ -94,8 +95,15 @@ def _needed_paths(dataset: dict) -> List[Tuple[str, str]]:
     return paths
 
 
+def _toy_hint(scope: str | None) -> str:
+    """Which toy config to try instead, for the config's library."""
+    toy = TOY_CONFIGS.get(scope, TOY_CONFIGS['mmdet'])
+    return ('To try the tools without any download, train a toy config '
+            f'instead, e.g. python tools/train.py {toy}')
+
+
 def _missing_data_message(loader: str, option: str, path: str,
-                          dataset: dict) -> str:
+                          dataset: dict, scope: str | None) -> str:
     kind, docs = DATASET_DOCS.get(
         str(dataset.get('type', '')).split('.')[-1],
         ('the dataset', 'the dataset preparation guide of mmdet or mmseg'))
@@ -105,7 +113,7 @@ def _missing_data_message(loader: str, option: str, path: str,
             f'symlink it there, as {docs} describes, or point the config '
             f'at it with --cfg-options {loader}.dataset.data_root=/path/to/'
             f'data/ (and likewise for the other dataloaders and the '
-            f"evaluators' ann_file). {TOY_HINT}")
+            f"evaluators' ann_file). {_toy_hint(scope)}")
 
 
 def _pretrained_entries(node: Any, where: str) -> Iterator[Tuple[str, str]]:
@@ -274,7 +282,8 @@ def check_data(cfg: Config, loaders: Tuple[str, ...]) -> None:
             for option, path in _needed_paths(dataset):
                 if not osp.exists(path):
                     raise SetupError(
-                        _missing_data_message(loader, option, path, dataset))
+                        _missing_data_message(loader, option, path, dataset,
+                                              cfg.get('default_scope')))
         evaluator = cfg.get(loader.replace('_dataloader', '_evaluator'))
         evaluators = evaluator if isinstance(evaluator, list) else [evaluator]
         for metric in evaluators:
@@ -284,7 +293,8 @@ def check_data(cfg: Config, loaders: Tuple[str, ...]) -> None:
                 raise SetupError(
                     f"annotation file not found: {metric['ann_file']!r} "
                     f"({loader.replace('_dataloader', '_evaluator')}"
-                    f'.ann_file, relative to {os.getcwd()}). {TOY_HINT}')
+                    f'.ann_file, relative to {os.getcwd()}). '
+                    f'{_toy_hint(cfg.get("default_scope"))}')
 
 
 def check_checkpoints(cfg: Config, *, pretrained: bool = True) -> None:
