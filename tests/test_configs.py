@@ -53,6 +53,12 @@ PLACEMENT = {
     # ResNet-18's res4 has 2 residual blocks: -2 is block 0.
     'toy/mask-rcnn_r18_fpn_toy-coco.py': [],
     'toy/mask-rcnn_r18-nl-c4_fpn_toy-coco.py': [('layer3', 'after0', NL)],
+    'toy/mask-rcnn_r18-dnl-c4_fpn_toy-coco.py': [('layer3', 'after0', DNL)],
+    # ResNet-18 has 2 basic blocks per stage; GC after conv2 in c3-c5.
+    'toy/mask-rcnn_r18-gcb-r4-c3-c5_fpn_toy-coco.py': [
+        (f'layer{stage}', f'block{i}', GC) for stage in (2, 3, 4)
+        for i in range(2)
+    ],
     'toy/fcn_r18-d8_toy-cityscapes.py': [],
     'toy/fcn_r18-d8-nl_toy-cityscapes.py': [('layer3', 'after0', NL)],
 }
