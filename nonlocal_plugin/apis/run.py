@@ -131,7 +131,7 @@ def _set_cpu_threads(cfg: Config) -> None:
         torch.set_num_threads(int(threads))
 
 
-def _val_loaders(cfg: Config) -> tuple:
+def _training_loaders(cfg: Config) -> tuple:
     """The dataloaders a training run reads."""
     loaders = ('train_dataloader', )
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):
@@ -175,7 +175,7 @@ def prepare_train(config: str,
         _enable_amp(cfg)
     _set_cpu_threads(cfg)
     prepare_toy_data(cfg)
-    check_data(cfg, _val_loaders(cfg))
+    check_data(cfg, _training_loaders(cfg))
     check_checkpoints(cfg, pretrained=True)
     setup_launcher(cfg, launcher)
     return cfg
