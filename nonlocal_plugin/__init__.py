@@ -2,7 +2,9 @@
 
 Importing the package registers the blocks in the ``nonlocal_plugin``
 registry scope (``type='nonlocal_plugin.NonLocal2D'`` in a config) and
-applies the fixes in :mod:`nonlocal_plugin.compat`.
+applies those fixes in :mod:`nonlocal_plugin.compat` that the installed
+peers need. The blocks need only torch, mmcv and mmengine; the backbones
+register when mmdet / mmseg can be imported.
 """
 from . import backbones, compat  # noqa: F401
 from .blocks import (

@@ -1,6 +1,7 @@
 """ResNetNL and ResNetV1cNL: weight names, identity at init, placement."""
 import pytest
 import torch
+from conftest import exactly_zero_grads
 from mmcv.cnn.bricks import ContextBlock as MmcvContextBlock
 from mmcv.cnn.bricks import NonLocal2d as MmcvNonLocal2d
 from mmdet.models.backbones import ResNet as DetResNet
@@ -90,6 +91,14 @@ def assert_same(actual, expected):
     torch.testing.assert_close(actual, expected, rtol=0, atol=0)
 
 
+def _zip_equal(*sequences):
+    """``zip(*sequences, strict=True)`` for Python < 3.10."""
+    sequences = [list(seq) for seq in sequences]
+    lengths = [len(seq) for seq in sequences]
+    assert len(set(lengths)) <= 1, f'lengths differ: {lengths}'
+    return zip(*sequences)
+
+
 # weight names
 
 
@@ -102,9 +111,14 @@ def test_resnet_keys_unchanged_and_plain_weights_load(kind):
     assert plain_keys <= ours_keys
     assert extra and all(
         k.startswith('between_layer3.after4_nonlocal_block.') for k in extra)
-    result = ours.load_state_dict(plain.state_dict(), strict=False)
-    assert set(result.missing_keys) == extra
-    assert result.unexpected_keys == []
+    # A checkpoint without the blocks' keys loads strictly; the blocks keep
+    # their weights (the identity at init).
+    blocks = {k: v.clone() for k, v in ours.state_dict().items()
+              if k in extra}
+    result = ours.load_state_dict(plain.state_dict(), strict=True)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    for key, value in blocks.items():
+        assert_same(ours.state_dict()[key], value)
 
 
 # identity at init
@@ -130,7 +144,7 @@ def test_identity_after_init_weights(kind, cfg):
     })
     ours.eval()
     plain.eval()
-    for got, want in zip(ours(image()), plain(image()), strict=True):
+    for got, want in _zip_equal(ours(image()), plain(image())):
         torch.testing.assert_close(got, want)
 
 
@@ -153,7 +167,7 @@ def test_basic_block_plugins_identity_after_init_weights(kind, cfg):
     plain.load_state_dict(ours.state_dict(), strict=False)
     ours.eval()
     plain.eval()
-    for got, want in zip(ours(image()), plain(image()), strict=True):
+    for got, want in _zip_equal(ours(image()), plain(image())):
         torch.testing.assert_close(got, want)
 
 
@@ -294,7 +308,7 @@ def test_with_cp_gives_same_outputs_and_gradients(kind):
         grads.append([x.grad] + [
             p.grad for p in model.between_layer3.parameters()
         ])
-    for got, want in zip(*grads, strict=True):
+    for got, want in _zip_equal(*grads):
         torch.testing.assert_close(got, want)
 
 
@@ -376,16 +390,24 @@ def test_basic_block_plugins_get_gradients(kind):
     ]
     model = build(kind, depth=18, plugins=plugins)
     model.train()
-    params = {}
+    params, exactly_zero = {}, set()
     for i, res_block in enumerate(model.layer2):
         for name in ('nonlocal_block', 'context_block'):
-            activate(getattr(res_block, name), seed=i)
-            for p_name, param in getattr(res_block, name).named_parameters():
-                params[f'layer2.{i}.{name}.{p_name}'] = param
+            block = getattr(res_block, name)
+            activate(block, seed=i)
+            prefix = f'layer2.{i}.{name}.'
+            exactly_zero |= {prefix + n for n in exactly_zero_grads(block)}
+            for p_name, param in block.named_parameters():
+                params[prefix + p_name] = param
     sum(out.sum() for out in model(torch.randn(2, 3, 32, 32))).backward()
     no_grad = [n for n, p in params.items() if p.grad is None]
+    # A gradient that is zero in exact arithmetic (the key bias and GC's
+    # mask bias, under their softmaxes) comes out as exactly 0 or as
+    # rounding noise depending on the CPU's kernels and the torch release:
+    # it must exist, but may be zero.
     zero_grad = [n for n, p in params.items()
-                 if p.grad is not None and not p.grad.any()]
+                 if n not in exactly_zero and p.grad is not None
+                 and not p.grad.any()]
     assert not no_grad and not zero_grad
 
 

@@ -1,9 +1,15 @@
 """Behaviour of the blocks on their own: identity, gradients, peers, errors."""
 import itertools
+import math
 
 import pytest
 import torch
-from conftest import rel_err
+from conftest import (
+    assert_close_scaled,
+    exactly_zero_grads,
+    rel_err,
+    tolerance,
+)
 from mmcv.cnn import ContextBlock as MmcvContextBlock
 from mmcv.cnn import NonLocal1d, NonLocal2d, NonLocal3d
 from mmseg.models.decode_heads.dnl_head import DisentangledNonLocal2d
@@ -58,6 +64,16 @@ def _all_blocks():
 ALL_BLOCKS = [pytest.param(*case[1:], id=case[0]) for case in _all_blocks()]
 
 
+def _forward_rtol(shape):
+    """fp32 tolerance of a block's output (:func:`conftest.tolerance`).
+
+    The longest sum of the forward is the attention's over the key
+    positions nested in a 1x1 conv's over the channels: at most
+    ``positions * channels`` terms.
+    """
+    return tolerance(torch.float32, math.prod(shape[1:]))
+
+
 def _randomise(module):
     """Non-zero weights everywhere, so nothing is the identity any more."""
     with torch.no_grad():
@@ -99,25 +115,24 @@ def test_every_parameter_gets_a_gradient(cls, kwargs, shape):
     block = _randomise(cls(16, **kwargs)).eval()
     x = torch.randn(shape, requires_grad=True)
     block(x).square().sum().backward()
-    # Gradients that are zero in exact arithmetic: a softmax over positions
-    # ignores the bias of the key and of a mask conv; DNL's whitening removes
-    # the query and key biases.
-    dnl_pairwise = (cls is DisentangledNonLocal
-                    and kwargs.get('use_pairwise', True))
-    exactly_zero = {'conv_mask.bias'}
-    if kwargs.get('mode', 'embedded_gaussian') == 'embedded_gaussian':
-        exactly_zero |= {'phi.conv.bias', 'phi.0.conv.bias'}
-    if dnl_pairwise and kwargs.get('mode') != 'gaussian':
-        exactly_zero |= {'theta.conv.bias', 'phi.conv.bias',
-                         'phi.0.conv.bias'}
+    # Gradients that are zero in exact arithmetic (a softmax ignores a bias
+    # that shifts a whole row of logits; DNL's whitening removes the query
+    # and key biases) come out as rounding noise. The noise of a weight
+    # gradient's sum over the B * N positions of per-key terms is at most
+    # `tol` of the module's gradient scale; every other gradient must stand
+    # clear of it.
+    exactly_zero = exactly_zero_grads(block)
+    positions = math.prod(shape[2:])
+    tol = tolerance(torch.float32, shape[0] * positions * positions)
     scale = max(p.grad.abs().max().item() for p in block.parameters())
     for name, param in block.named_parameters():
         assert param.grad is not None, f'{name} got no gradient'
         assert torch.isfinite(param.grad).all(), name
+        largest = param.grad.abs().max().item()
         if name in exactly_zero:
-            assert param.grad.abs().max() <= 1e-5 * scale, name
+            assert largest <= tol * scale, f'{name}: {largest / scale:.1e}'
         else:
-            assert param.grad.abs().max() > 1e-7 * scale, f'{name}: zero grad'
+            assert largest > tol * scale, f'{name}: {largest / scale:.1e}'
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
@@ -132,7 +147,7 @@ def test_nonlocal_matches_mmcv(dim, mode, sub_sample, norm):
     ours.load_state_dict(peer.state_dict(), strict=True)
     x = torch.randn(SHAPES[dim])
     expected = peer(x)
-    torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-5)
+    assert_close_scaled(ours(x), expected, _forward_rtol(SHAPES[dim]))
     assert (ours(x) - x).abs().max() > 1e-3  # the branch is not trivial
 
 
@@ -148,7 +163,7 @@ def test_custom_conv_takes_the_module_path_and_matches_mmcv(mode):
     assert plain_pointwise(ours.g) is None
     # Weight standardisation makes the embeddings much larger than the
     # plain init does, so compare in the norm of the output.
-    assert rel_err(ours(x), peer(x)) < 1e-6
+    assert rel_err(ours(x), peer(x)) <= _forward_rtol(SHAPES[2])
 
 
 @pytest.mark.parametrize('mode', ['embedded_gaussian', 'dot_product',
@@ -162,8 +177,7 @@ def test_dnl_matches_mmseg(mode, temperature):
     assert list(ours.state_dict()) == list(peer.state_dict())
     ours.load_state_dict(peer.state_dict(), strict=True)
     x = torch.randn(SHAPES[2])
-    torch.testing.assert_close(ours(x), peer(x.clone()), rtol=1e-5,
-                               atol=1e-5)
+    assert_close_scaled(ours(x), peer(x.clone()), _forward_rtol(SHAPES[2]))
 
 
 def test_dnl_leaves_its_input_alone_where_mmseg_does_not():
@@ -200,7 +214,7 @@ def test_dnl_sub_sample_pools_mask_to_key_positions(mode):
     pooled = (values * mask.softmax(-1)[:, None]).sum(-1)  # [1, C']
     expected = x + block.conv_out(pooled[:, :, None, None].expand(
         -1, -1, 8, 8))
-    torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+    assert_close_scaled(block(x), expected, _forward_rtol(x.shape))
 
 
 @pytest.mark.parametrize('pooling', ['att', 'avg'])
@@ -214,7 +228,7 @@ def test_context_block_matches_mmcv(pooling, fusions):
     assert list(ours.state_dict()) == list(peer.state_dict())
     ours.load_state_dict(peer.state_dict(), strict=True)
     x = torch.randn(2, 32, 7, 9)
-    torch.testing.assert_close(ours(x), peer(x), rtol=1e-5, atol=1e-5)
+    assert_close_scaled(ours(x), peer(x), _forward_rtol(x.shape))
 
 
 def test_context_block_gate_is_twice_the_mul():
@@ -296,12 +310,25 @@ def test_wrong_input_raises(cls, dim):
 
 
 def test_concatenation_trains_where_mmcv_cannot():
-    # mmcv divides its saved ReLU output in place, so its backward fails.
     peer = NonLocal2d(16, mode='concatenation')
-    x = torch.randn(SHAPES[2], requires_grad=True)
-    with pytest.raises(RuntimeError, match='inplace'):
-        peer(x).sum().backward()
     ours = NonLocal2D(16, mode='concatenation')
     ours.load_state_dict(peer.state_dict())
-    ours(x).sum().backward()
-    assert ours.concat_project.conv.weight.grad is not None
+    # The zero output conv of the init would pass no gradient back at all.
+    torch.nn.init.normal_(ours.conv_out.conv.weight, std=0.1)
+    reference = NonLocal2D(16, mode='concatenation', attn_impl='reference')
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(SHAPES[2], dtype=torch.float64)
+    for block in (ours, reference):  # the chunked backward, the autograd one
+        block.double()(x).square().sum().backward()
+    assert ours.concat_project.conv.weight.grad.abs().max() > 0
+    for a, b in zip(ours.parameters(), reference.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-10)
+    # mmcv divides its saved ReLU output in place, so its backward fails.
+    x = torch.randn(SHAPES[2], requires_grad=True)
+    try:
+        peer(x).sum().backward()
+    except RuntimeError as err:
+        assert 'inplace' in str(err)
+    else:
+        pytest.skip("ours trains; mmcv's concatenation backward now works "
+                    'too (the installed mmcv no longer has the bug)')

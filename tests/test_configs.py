@@ -7,7 +7,7 @@ is downloaded, and nothing is run forward.
 import glob
 import os.path as osp
 import re
-from functools import cache
+from functools import lru_cache
 
 import pytest
 import torch
@@ -29,6 +29,9 @@ CONFIGS = sorted(
 NL, GC, DNL = 'NonLocal2D', 'ContextBlock', 'DisentangledNonLocal'
 R50_GC_C3_C5 = [('layer2', f'block{i}', GC) for i in range(4)] + [
     ('layer3', f'block{i}', GC) for i in range(6)
+] + [('layer4', f'block{i}', GC) for i in range(3)]
+X101_GC_C3_C5 = [('layer2', f'block{i}', GC) for i in range(4)] + [
+    ('layer3', f'block{i}', GC) for i in range(23)
 ] + [('layer4', f'block{i}', GC) for i in range(3)]
 
 # Where the header of each config puts its blocks: (stage, site, class),
@@ -61,6 +64,19 @@ PLACEMENT = {
     ],
     'toy/fcn_r18-d8_toy-cityscapes.py': [],
     'toy/fcn_r18-d8-nl_toy-cityscapes.py': [('layer3', 'after0', NL)],
+    # ResNeXt-101 has 4, 23 and 3 bottlenecks in c3-c5; InsertBlocks puts
+    # the NL block before res4's last one, after block 21.
+    'mmdet/mask-rcnn_x101-32x4d-syncbn_fpn_1x_coco.py': [],
+    'mmdet/mask-rcnn_x101-32x4d-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py':
+    X101_GC_C3_C5,
+    'mmdet/mask-rcnn_x101-32x4d-syncbn-gcb-r4-c3-c5_fpn_1x_coco.py':
+    X101_GC_C3_C5,
+    'mmdet/mask-rcnn_x101-32x4d-syncbn-nl-c4_fpn_1x_coco.py': [
+        ('layer3', 'after21', NL)
+    ],
+    # The toy RegNet has 1, 2, 4 and 1 blocks per stage.
+    'toy/mask-rcnn_regnet_fpn_toy-coco.py': [],
+    'toy/mask-rcnn_regnet-nl-c4_fpn_toy-coco.py': [('layer3', 'after2', NL)],
 }
 for _schedule in ('40k', '80k'):
     _name = f'4xb2-{_schedule}_cityscapes-512x1024.py'
@@ -94,7 +110,7 @@ BLOCK_TYPES = (NonLocal2D, ContextBlock, DisentangledNonLocal)
 # helper functions
 
 
-@cache
+@lru_cache(maxsize=None)
 def load(name: str) -> Config:
     return Config.fromfile(osp.join(CONFIG_DIR, name))
 
@@ -115,7 +131,7 @@ def without_pretrained(node):
     return node
 
 
-@cache
+@lru_cache(maxsize=None)
 def build_model(name: str) -> nn.Module:
     cfg = load(name)
     scope = codebase_of(cfg)
@@ -235,7 +251,8 @@ def test_torchvision_weights_still_load_into_the_nl_backbone():
 
 @pytest.mark.parametrize(
     'name', ['toy/mask-rcnn_r18-nl-c4_fpn_toy-coco.py',
-             'toy/fcn_r18-d8-nl_toy-cityscapes.py'])
+             'toy/fcn_r18-d8-nl_toy-cityscapes.py',
+             'toy/mask-rcnn_regnet-nl-c4_fpn_toy-coco.py'])
 def test_toy_models_train_from_scratch(name):
     model_cfg = load(name).model.to_dict()
     assert without_pretrained(model_cfg) == model_cfg
@@ -243,3 +260,44 @@ def test_toy_models_train_from_scratch(name):
     with torch.no_grad():
         feats = model.backbone(torch.rand(1, 3, 128, 256))
     assert len(feats) == 4
+
+
+@pytest.mark.parametrize('ratio', ['r16', 'r4'])
+def test_x101_gc_matches_mmdets_zoo_config(ratio):
+    """Same modules and state-dict keys as mmdet's own config, so the zoo
+    checkpoint loads; the blocks are ours."""
+    import mmdet
+    from mmdet.registry import MODELS as DET_MODELS
+    row = f'mask-rcnn_x101-32x4d-syncbn-gcb-{ratio}-c3-c5_fpn_1x_coco.py'
+    ours = build_model(f'mmdet/{row}').backbone
+    zoo = Config.fromfile(
+        osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', 'gcnet',
+                 row)).model.backbone
+    zoo.init_cfg = None
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        zoo = DET_MODELS.build(zoo)
+    assert type(ours) is type(zoo) and type(ours).__name__ == 'ResNeXt'
+    shapes = {k: v.shape for k, v in ours.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in zoo.state_dict().items()}
+    blocks = [m for m in ours.modules() if isinstance(m, ContextBlock)]
+    width = {'r16': 16, 'r4': 4}[ratio]
+    assert len(blocks) == 30
+    assert all(b.planes == b.in_channels // width for b in blocks)
+    assert isinstance(ours.norm1, nn.SyncBatchNorm) and not ours.norm_eval
+
+
+def test_x101_nl_wraps_resnext_and_keeps_its_keys():
+    name = 'mmdet/mask-rcnn_x101-32x4d-syncbn-nl-c4_fpn_1x_coco.py'
+    backbone = build_model(name).backbone
+    plain = build_model(
+        'mmdet/mask-rcnn_x101-32x4d-syncbn_fpn_1x_coco.py').backbone
+    assert type(backbone) is type(plain) and backbone.groups == 32
+    keys, plain_keys = set(backbone.state_dict()), set(plain.state_dict())
+    assert plain_keys <= keys
+    assert all(k.startswith('between_layer3.after21_nonlocal_block.')
+               for k in keys - plain_keys)
+    block = backbone.between_layer3['after21_nonlocal_block']
+    assert (block.in_channels, block.inter_channels) == (1024, 512)
+    assert isinstance(backbone.norm1, nn.SyncBatchNorm)
+    inner = load(name).model.backbone.backbone
+    assert inner.init_cfg.checkpoint == 'open-mmlab://resnext101_32x4d'

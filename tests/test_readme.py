@@ -4,6 +4,7 @@ import os.path as osp
 import re
 
 import pytest
+from mmdet.registry import HOOKS as DET_HOOKS
 from mmdet.registry import MODELS as DET_MODELS
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
@@ -44,7 +45,7 @@ def blocks_of(backbone, cls):
 
 
 def test_readme_has_the_snippets_tested_here():
-    assert len(SNIPPETS) == 2
+    assert len(SNIPPETS) == 3
 
 
 def test_plugins_snippet_puts_gc_after_conv3_of_c3_to_c5(tmp_path):
@@ -65,12 +66,30 @@ def test_between_blocks_snippet_puts_one_nl_before_res4_last_block(
     ]
 
 
+def test_insert_blocks_snippet_puts_one_nl_before_res4_last_block(
+        tmp_path):
+    backbone = build_backbone(SNIPPETS[2], tmp_path)
+    assert blocks_of(backbone, NonLocal2D) == [
+        'between_layer3.after4_nonlocal_block'
+    ]
+
+
 @pytest.mark.parametrize(
     'type_name', sorted(set(re.findall(r"nonlocal_plugin\.[A-Z]\w+",
                                        README))))
 def test_every_type_string_in_the_readme_resolves(type_name):
+    """Each type resolves (a model or a hook), or is one of the README's
+    examples of a misspelled type, which must then fail to resolve."""
+    text = README.replace('\n', ' ')
+    misspelled = (f"'{type_name}' is not in the nonlocal_plugin scope" in text
+                  or f"is '{type_name}', which is neither" in text)
+    registry = DET_HOOKS if type_name.endswith('Hook') else DET_MODELS
     with DefaultScope.overwrite_default_scope('mmdet'):
-        assert DET_MODELS.get(type_name) is not None, type_name
+        if not misspelled:
+            assert registry.get(type_name) is not None, type_name
+            return
+        with pytest.raises(KeyError, match='is not in the nonlocal_plugin'):
+            registry.get(type_name)
 
 
 def test_the_two_commands_and_ci_are_wired():

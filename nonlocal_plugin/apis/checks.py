@@ -13,6 +13,8 @@ and says what to do; the command-line tools turn it into a plain exit.
   model (``init_cfg=dict(type='Pretrained', ...)``, ``pretrained=...``) and
   ``load_from`` is a local file, already downloaded, or downloadable now.
 """
+from __future__ import annotations
+
 import json
 import os
 import os.path as osp
@@ -319,7 +321,8 @@ def check_checkpoints(cfg: Config, *, pretrained: bool = True) -> None:
         for key, checkpoint in _pretrained_entries(cfg.get('model'),
                                                    'model'):
             # An init_cfg's checkpoint cannot be None: drop the init_cfg.
-            option = key.removesuffix('.checkpoint')
+            option = (key[:-len('.checkpoint')]
+                      if key.endswith('.checkpoint') else key)
             _check_one_checkpoint(
                 key, checkpoint, 'pretrained weights',
                 f'train from scratch with --cfg-options {option}=None')

@@ -4,14 +4,19 @@ Each parses its arguments, runs :func:`~.run.train` or :func:`~.run.test`
 and turns a :class:`~.checks.SetupError` into one line on stderr and exit
 status 1, without a traceback.
 """
+from __future__ import annotations
+
 import argparse
 import os
 from typing import List
 
 from mmengine.config import DictAction
 
+from ..backbones import MissingLibraryError
 from .checks import SetupError
-from .dist import LAUNCHERS
+from .dist import LAUNCHERS, release_process_group
+from .interrupts import one_line_stop
+from .outputs import written_images
 from .run import test, train
 
 # helper functions
@@ -72,6 +77,14 @@ def test_parser() -> argparse.ArgumentParser:
         '(chosen by its default_scope).')
     parser.add_argument('config', help='the config file')
     parser.add_argument('checkpoint', help='the checkpoint file')
+    parser.add_argument(
+        '--show-dir', metavar='DIR',
+        help="draw the predictions into DIR with the config's visualization "
+        "hook, one image per test image (mmseg: under "
+        "DIR/vis_data/vis_image)")
+    parser.add_argument(
+        '--out', metavar='FILE',
+        help='also dump the raw predictions to FILE (.pkl)')
     _common(parser)
     return parser
 
@@ -84,10 +97,12 @@ def train_main(argv: List[str] | None = None) -> None:
     args = train_parser().parse_args(argv)
     _set_local_rank(args)
     try:
-        train(args.config, work_dir=args.work_dir, resume=args.resume,
-              amp=args.amp, launcher=args.launcher,
-              cfg_options=args.cfg_options)
-    except SetupError as err:
+        with one_line_stop():  # SIGTERM, a lost peer: one line too
+            train(args.config, work_dir=args.work_dir, resume=args.resume,
+                  amp=args.amp, launcher=args.launcher,
+                  cfg_options=args.cfg_options)
+            release_process_group()
+    except (SetupError, MissingLibraryError) as err:
         raise SystemExit(f'error: {err}') from None
 
 
@@ -96,7 +111,16 @@ def test_main(argv: List[str] | None = None) -> None:
     args = test_parser().parse_args(argv)
     _set_local_rank(args)
     try:
-        test(args.config, args.checkpoint, work_dir=args.work_dir,
-             launcher=args.launcher, cfg_options=args.cfg_options)
-    except SetupError as err:
+        with one_line_stop():
+            test(args.config, args.checkpoint, work_dir=args.work_dir,
+                 launcher=args.launcher, cfg_options=args.cfg_options,
+                 show_dir=args.show_dir, out=args.out)
+            release_process_group()
+    except (SetupError, MissingLibraryError) as err:
         raise SystemExit(f'error: {err}') from None
+    if args.show_dir is not None:
+        images = written_images(args.show_dir)
+        print(f'{len(images)} prediction images written to '
+              f'{os.path.abspath(args.show_dir)}')
+    if args.out is not None:
+        print(f'predictions dumped to {args.out}')

@@ -22,6 +22,8 @@ With CUDA, mmengine's own launchers are used unchanged. In one process
 (``--launcher none``) mmengine's Runner reverts SyncBN to BN itself
 (``mmengine.model.revert_sync_batchnorm``), on CPU and GPU alike.
 """
+from __future__ import annotations
+
 import datetime
 import logging
 import os
@@ -108,6 +110,18 @@ def init_cpu_process_group(launcher: str, timeout: int | None = None) -> None:
     if timeout is not None:
         kwargs['timeout'] = datetime.timedelta(seconds=timeout)
     dist.init_process_group(backend='gloo', **kwargs)
+
+
+def release_process_group() -> None:
+    """Destroys the process group once a run is done.
+
+    Left to the interpreter's exit, gloo's threads sometimes abort it
+    (``terminate called without an active exception``, SIGABRT), and
+    torchrun then reports a finished run as failed.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def setup_launcher(cfg: Config, launcher: str) -> None:

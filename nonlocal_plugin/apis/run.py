@@ -13,6 +13,8 @@ the Runner is built from. Before the Runner is built they
 3. set up the launcher, with a ``gloo`` process group on CPU
    (:func:`~.dist.setup_launcher`).
 """
+from __future__ import annotations
+
 import os.path as osp
 import warnings
 from importlib import import_module
@@ -22,6 +24,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from .cfg_options import check_cfg_options
 from .checks import (
     SetupError,
     check_checkpoints,
@@ -29,6 +32,9 @@ from .checks import (
     prepare_toy_data,
 )
 from .dist import setup_launcher
+from .outputs import add_dump, check_out, enable_show_dir
+from .preflight import preflight_test, preflight_train
+from .resume import check_resume_file, choose_checkpoint
 
 CODEBASES = ('mmdet', 'mmseg')
 
@@ -55,6 +61,9 @@ def load_config(path: str, cfg_options: Dict | None = None) -> Config:
             category=UserWarning)
         cfg = Config.fromfile(path)
     if cfg_options:
+        # A key the config lacks is refused unless written +key.
+        cfg_options = check_cfg_options(cfg, cfg_options,
+                                         cfg.get('default_scope'))
         cfg.merge_from_dict(cfg_options)
     return cfg
 
@@ -112,11 +121,11 @@ def _set_resume(cfg: Config, resume: str | None) -> None:
     if resume is None:
         return
     cfg.resume = True
-    if resume == 'auto':
-        cfg.load_from = None
+    if resume == 'auto':  # the newest complete checkpoint, if any
+        cfg.load_from = choose_checkpoint(cfg.work_dir)
+        cfg.resume = cfg.load_from is not None
         return
-    if not osp.isfile(resume):
-        raise SetupError(f'--resume: checkpoint {resume!r} is not a file')
+    check_resume_file(resume)
     cfg.load_from = resume
 
 
@@ -177,6 +186,7 @@ def prepare_train(config: str,
     prepare_toy_data(cfg)
     check_data(cfg, _training_loaders(cfg))
     check_checkpoints(cfg, pretrained=True)
+    preflight_train(cfg, _training_loaders(cfg))
     setup_launcher(cfg, launcher)
     return cfg
 
@@ -186,7 +196,8 @@ def prepare_test(config: str,
                  *,
                  work_dir: str | None = None,
                  launcher: str = 'none',
-                 cfg_options: Dict | None = None) -> Config:
+                 cfg_options: Dict | None = None,
+                 show_dir: str | None = None) -> Config:
     """The checked config of a test run; see :func:`prepare_train`.
 
     Args:
@@ -195,6 +206,8 @@ def prepare_test(config: str,
         work_dir (str, optional): Where logs go.
         launcher (str): ``'none'``, ``'pytorch'`` or ``'slurm'``.
         cfg_options (dict, optional): Config overrides.
+        show_dir (str, optional): Draw the predictions into this folder
+            through the config's visualization hook (:mod:`.outputs`).
 
     Returns:
         Config: Ready for :func:`build_runner`.
@@ -204,10 +217,13 @@ def prepare_test(config: str,
     _default_work_dir(cfg, config, work_dir)
     cfg.load_from = checkpoint
     cfg.resume = False
+    if show_dir is not None:
+        enable_show_dir(cfg, codebase_of(cfg), show_dir)
     _set_cpu_threads(cfg)
     prepare_toy_data(cfg)
     check_data(cfg, ('test_dataloader', ))
     check_checkpoints(cfg, pretrained=False)
+    preflight_test(cfg, checkpoint)
     setup_launcher(cfg, launcher)
     return cfg
 
@@ -224,14 +240,21 @@ def train(config: str, **options) -> Runner:
     return runner
 
 
-def test(config: str, checkpoint: str, **options) -> Dict[str, float]:
+def test(config: str, checkpoint: str, *, out: str | None = None,
+         **options) -> Dict[str, float]:
     """Evaluates ``checkpoint`` on the config's test set; the metrics.
 
     Args:
         config (str): The config file.
         checkpoint (str): The trained weights.
+        out (str, optional): Also dump the raw predictions to this ``.pkl``
+            (:func:`~.outputs.add_dump`).
         **options: :func:`prepare_test`'s options.
     """
-    runner = build_runner(prepare_test(config, checkpoint, **options))
+    check_out(out)
+    cfg = prepare_test(config, checkpoint, **options)
+    runner = build_runner(cfg)
+    if out is not None:
+        add_dump(runner, codebase_of(cfg), out)
     return runner.test()
 

@@ -1,21 +1,33 @@
 """Placement logic shared by the mmdet and mmseg ResNet subclasses.
 
-Two mixins, each combined with a library class in :mod:`.resnet`:
+Two mixins, each combined with a library class in :mod:`.det_resnet` and
+:mod:`.seg_resnet`:
 
 * :class:`BetweenBlocksMixin` goes before a ResNet class. It adds the
   ``between_blocks`` option (blocks applied after the residual add of chosen
-  residual blocks, stored outside the ``layerN`` Sequentials so ResNet's
-  state-dict keys keep their numbering) and lets ``plugins`` reach the
-  BasicBlock of depths 18 and 34.
+  residual blocks) and lets ``plugins`` reach the BasicBlock of depths 18
+  and 34. ``between_blocks`` is a stage-wise spelling of
+  :func:`~._insertion.attach_blocks` (``after='layer3.4'``), which keeps
+  ResNet's state-dict keys and stores the blocks in ``between_layerN``.
 * :class:`BasicBlockPluginsMixin` goes before a BasicBlock class and gives it
   the ``after_conv1`` and ``after_conv2`` plugin positions.
+
+The blocks are those of "Non-local Neural Networks"
+(https://arxiv.org/abs/1711.07971), GCNet (https://arxiv.org/abs/1904.11492)
+and DNL (https://arxiv.org/abs/2006.06668).
 """
-from typing import Any, Dict, Iterable, List, Sequence, Tuple
+from __future__ import annotations
+
+import difflib
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch.utils.checkpoint as cp
-from mmcv.cnn import build_plugin_layer
-from mmengine.model import ModuleDict
+from mmengine.registry import MODELS as MMENGINE_MODELS
 from torch import Tensor, nn
+
+from ..registry import MODELS, SCOPE
+from ._blocks import build_block, check_cfg, reset_plain_blocks
+from ._insertion import attach_blocks
 
 BETWEEN_BLOCKS_KEYS = ('cfg', 'stages', 'after')
 PLUGIN_KEYS = ('cfg', 'stages', 'position')
@@ -23,18 +35,6 @@ BASIC_BLOCK_POSITIONS = ('after_conv1', 'after_conv2')
 
 
 # helper functions
-
-
-def _check_cfg(where: str, cfg: Any) -> dict:
-    """A block config: a dict with a ``'type'``."""
-    if not isinstance(cfg, dict):
-        raise TypeError(f"{where} must be a dict with a 'type', e.g. "
-                        "dict(type='nonlocal_plugin.NonLocal2D'), got "
-                        f'{cfg!r}')
-    if 'type' not in cfg:
-        raise ValueError(f"{where} needs a 'type', e.g. "
-                         f"'nonlocal_plugin.NonLocal2D', got {cfg!r}")
-    return cfg
 
 
 def _check_entry(where: str, entry: Any, allowed: Sequence[str]) -> dict:
@@ -46,8 +46,47 @@ def _check_entry(where: str, entry: Any, allowed: Sequence[str]) -> dict:
     if unknown:
         raise ValueError(f'{where} has unknown keys {unknown}; allowed keys '
                          f'are {tuple(allowed)}')
-    _check_cfg(f"{where}['cfg']", entry.get('cfg'))
+    check_cfg(f"{where}['cfg']", entry.get('cfg'))
+    check_block_type(f"{where}['cfg']['type']", entry['cfg']['type'])
     return entry
+
+
+def unknown_block_type(where: str, type_name: str) -> str:
+    """The message for a block ``type`` that no registry knows, with the
+    close matches among this package's names and mmcv's."""
+    ours = [f'{SCOPE}.{name}' for name in MODELS.names()]
+    theirs = sorted(MMENGINE_MODELS._module_dict)
+    wanted = type_name.split('.')[-1].lower()
+    by_name: Dict[str, List[str]] = {}
+    for name in ours + theirs:  # NonLocal2D (ours) and NonLocal2d (mmcv)
+        by_name.setdefault(name.split('.')[-1].lower(), []).append(name)
+    close = [
+        name for match in difflib.get_close_matches(
+            wanted, list(by_name), n=3, cutoff=0.6)
+        for name in by_name[match]
+    ]
+    hint = (f" Did you mean {', '.join(repr(c) for c in close)}?"
+            if close else '')
+    return (f'{where} is {type_name!r}, which is neither a block of this '
+            f"package nor one of mmcv's.{hint} This package's names: "
+            f"{', '.join(ours)}.")
+
+
+def check_block_type(where: str, type_name: Any) -> None:
+    """Raises ``KeyError`` (as a registry does) for an unknown block type.
+
+    mmcv's ``build_plugin_layer`` would say ``Cannot find None in
+    registry``, without the name.
+    """
+    if not isinstance(type_name, str):
+        return  # a class
+    with MMENGINE_MODELS.switch_scope_and_registry(None) as registry:
+        try:
+            found = registry.get(type_name)
+        except KeyError:  # this package's scope names its own classes
+            found = None
+    if found is None:
+        raise KeyError(unknown_block_type(where, type_name))
 
 
 def _check_entries(option: str, value: Any) -> Sequence[Any]:
@@ -145,53 +184,6 @@ def parse_between_blocks(between_blocks: Any,
     for pairs in plan:  # a stable sort: list order within one block
         pairs.sort(key=lambda pair: pair[0])
     return plan
-
-
-def build_block(cfg: dict, in_channels: int) -> Tuple[str, nn.Module]:
-    """Builds a block from the registries, as mmcv builds a plugin.
-
-    ``type`` may be scoped (``'nonlocal_plugin.NonLocal2D'``) or one of
-    mmcv's names (``'NonLocal2d'``, ``'ContextBlock'``); an optional
-    ``postfix`` is appended to the block's ``_abbr_`` to give its name.
-    """
-    cfg = dict(cfg)
-    postfix = cfg.pop('postfix', '')
-    return build_plugin_layer(cfg, postfix=postfix, in_channels=in_channels)
-
-
-def run_block(block: nn.Module, x: Tensor, with_cp: bool) -> Tensor:
-    """``block(x)``, under activation checkpointing when ``with_cp``."""
-    if with_cp and x.requires_grad:
-        return cp.checkpoint(block, x, use_reentrant=False)
-    return block(x)
-
-
-def reset_plain_blocks(blocks: Iterable[nn.Module]) -> None:
-    """Re-initialises blocks that mmengine's ``init_weights`` skips.
-
-    mmengine calls ``init_weights`` only on children that have one, after
-    the backbone's Kaiming init of every conv. mmcv's ``ContextBlock`` has
-    only ``reset_parameters`` (which zeroes its last convs); without this it
-    would keep the Kaiming init and not start as the identity.
-    """
-    for block in blocks:
-        if (not hasattr(block, 'init_weights')
-                and hasattr(block, 'reset_parameters')):
-            block.reset_parameters()
-
-
-class InsertedBlocks(ModuleDict):
-    """The blocks inserted into one stage, keyed by ``after{i}_{name}``.
-
-    An mmengine ``ModuleDict`` (a plain ``nn.ModuleDict`` has no
-    ``init_weights``, so mmengine would not recurse into it), so the
-    backbone's ``init_weights`` reaches the blocks' own ``init_weights``,
-    which undo the backbone's Kaiming init of their convs.
-    """
-
-    def init_weights(self) -> None:
-        super().init_weights()
-        reset_plain_blocks(self.values())
 
 
 # main classes
@@ -302,7 +294,9 @@ class BetweenBlocksMixin:
 
             Blocks after the same residual block apply in list order. A
             stage that ``frozen_stages`` freezes freezes its blocks too.
-            Default: None.
+            ``dict(cfg=c, stages=(False, False, True, False), after=(-2, ))``
+            is ``nonlocal_plugin.InsertBlocks``'s ``dict(cfg=c,
+            after='layer3.-2')``, with the same keys. Default: None.
         plugins (list[dict], optional): As the parent ResNet; for depths 18
             and 34 the positions are ``'after_conv1'`` and
             ``'after_conv2'``. Default: None.
@@ -324,29 +318,12 @@ class BetweenBlocksMixin:
         super().__init__(depth=depth, plugins=plugins, **kwargs)
         plan = parse_between_blocks(between_blocks, self.stage_blocks)
         self.between_blocks = between_blocks
-        self.between_layers: List[str | None] = []
-        self.between_block_names: List[Dict[int, List[str]]] = []
-        for stage, pairs in enumerate(plan):
-            channels = self.base_channels * 2**stage * self.block.expansion
-            blocks = InsertedBlocks()
-            names: Dict[int, List[str]] = {}
-            for index, cfg in pairs:
-                name, layer = build_block(cfg, channels)
-                key = f'after{index}_{name}'
-                if key in blocks:
-                    raise ValueError(
-                        f'between_blocks puts two blocks named {name!r} '
-                        f'after residual block {index} of stage {stage}; '
-                        "give them distinct cfg['postfix']")
-                blocks[key] = layer
-                names.setdefault(index, []).append(key)
-            layer_name = None
-            if pairs:
-                layer_name = f'between_{self.res_layers[stage]}'
-                self.add_module(layer_name, blocks)
-            self.between_layers.append(layer_name)
-            self.between_block_names.append(names)
-        self._freeze_stages()
+        entries = [
+            dict(cfg=cfg, after=f'{self.res_layers[stage]}.{index}')
+            for stage, pairs in enumerate(plan) for index, cfg in pairs
+        ]
+        attach_blocks(self, entries, with_cp=self.with_cp,
+                      option='between_blocks')
 
     def make_res_layer(self, **kwargs) -> nn.Module:
         """The parent's ``ResLayer``, with a BasicBlock that takes plugins."""
@@ -357,44 +334,3 @@ class BetweenBlocksMixin:
             else:  # a stage that no plugin selected
                 kwargs['plugins'] = None
         return super().make_res_layer(**kwargs)
-
-    def _freeze_stages(self) -> None:
-        """The parent's freezing, extended to the blocks of frozen stages."""
-        super()._freeze_stages()
-        between_layers = getattr(self, 'between_layers', ())
-        for layer_name in between_layers[:max(self.frozen_stages, 0)]:
-            if layer_name is not None:
-                blocks = getattr(self, layer_name)
-                blocks.eval()
-                for param in blocks.parameters():
-                    param.requires_grad = False
-
-    def _forward_stem(self, x: Tensor) -> Tensor:
-        if self.deep_stem:
-            x = self.stem(x)
-        else:
-            x = self.relu(self.norm1(self.conv1(x)))
-        return self.maxpool(x)
-
-    def _forward_stage(self, stage: int, x: Tensor) -> Tensor:
-        res_layer = getattr(self, self.res_layers[stage])
-        layer_name = self.between_layers[stage]
-        if layer_name is None:
-            return res_layer(x)
-        blocks = getattr(self, layer_name)
-        names = self.between_block_names[stage]
-        for index, res_block in enumerate(res_layer):
-            x = res_block(x)
-            for key in names.get(index, ()):
-                x = run_block(blocks[key], x, self.with_cp)
-        return x
-
-    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """The parent's forward with the inserted blocks applied."""
-        x = self._forward_stem(x)  # [N, C, H / 4, W / 4]
-        outs = []
-        for stage in range(len(self.res_layers)):
-            x = self._forward_stage(stage, x)
-            if stage in self.out_indices:
-                outs.append(x)
-        return tuple(outs)

@@ -46,6 +46,9 @@ How it measures:
   reported.
 * **Peak extra memory (CUDA).** ``max_memory_allocated`` after the step,
   minus ``memory_allocated`` before it, after ``reset_peak_memory_stats``.
+* **Precision.** fp32; ``--amp fp16`` or ``--amp bf16`` runs the block and
+  model forwards under ``torch.autocast`` of that dtype (the backward
+  outside it, as AMP training does). The rate rows stay fp32.
 * **Memory cap.** A peer case whose pairwise tensors alone
   (:func:`peer_pairwise_bytes`) exceed ``--mem-cap-gb`` is reported as
   ``OOM/skipped (needs ~X GB)`` without being run. Every CPU worker also

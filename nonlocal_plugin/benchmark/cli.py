@@ -1,4 +1,6 @@
 """The command line of ``tools/benchmark.py``."""
+from __future__ import annotations
+
 import argparse
 import sys
 from typing import Dict, Sequence, Tuple
@@ -7,6 +9,7 @@ from .memory import usable_cores
 from .report import check_targets, machine_line, render
 from .runner import Runner
 from .settings import (
+    AMP_DTYPES,
     BLOCKS,
     DEFAULT_MEM_CAP_GB,
     DEFAULT_TIMEOUT_S,
@@ -70,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help='build the blocks with sub_sample=True')
     parser.add_argument('--device', choices=('cpu', 'cuda'),
                         help='Default: cuda when available, else cpu')
+    parser.add_argument(
+        '--amp', choices=AMP_DTYPES,
+        help='run the block and model forwards under torch.autocast in '
+        'this dtype (the backward outside it, as AMP training does); the '
+        'rate rows stay fp32. Default: fp32, no autocast')
     parser.add_argument('--threads', type=_positive_int,
                         default=usable_cores(),
                         help='torch threads. Default: usable cores')

@@ -1,4 +1,6 @@
 """The markdown report and the target checks."""
+from __future__ import annotations
+
 import argparse
 import os
 from typing import Any, Dict, List, Sequence, Tuple
@@ -294,11 +296,15 @@ def render(args: argparse.Namespace, grid: Dict[str, Shape],
     """
     memory = ('CUDA max_memory_allocated growth' if args.device == 'cuda'
               else cpu_memory_method())
+    amp = getattr(args, 'amp', None)
+    precision = (f'forward under {args.device} autocast {amp} (rate rows '
+                 'fp32)' if amp else 'fp32')
     lines = [
         '# nonlocal_plugin benchmark', '', machine, '',
         f'Each case runs in its own process ({args.start_method}). Time: '
         f'median of {args.repeats} forward + backward steps after 1 warm-up '
-        f'(model: {args.model_repeats}), batch {args.batch}, fp32. Memory: '
+        f'(model: {args.model_repeats}), batch {args.batch}, {precision}. '
+        'Memory: '
         f'{memory}, the largest of the timed steps; 1 MB = 1e6 bytes. '
         'Ratios are ours / peer (lower is better). Peers whose pairwise '
         f'tensors exceed the {args.mem_cap_gb:g} GB cap are not run.', ''

@@ -1,4 +1,6 @@
 """The parent side: plans the cases and runs each in its own process."""
+from __future__ import annotations
+
 import argparse
 import multiprocessing
 import signal
@@ -94,6 +96,7 @@ class Runner:
         self.results: Dict[tuple, Dict[str, Any]] = {}
         self.base = dict(device=args.device, threads=args.threads,
                          repeats=args.repeats,
+                         amp=getattr(args, 'amp', None),
                          cap_bytes=int(args.mem_cap_gb * GB))
 
     def run(self, key: tuple, **spec) -> Dict[str, Any]:

@@ -1,4 +1,6 @@
 """The benchmark's grid, sizes, peers and targets."""
+from __future__ import annotations
+
 from typing import Dict, Tuple
 
 Shape = Tuple[int, int, int]  # (C, H, W)
@@ -16,6 +18,8 @@ NL_MODES = ('gaussian', 'embedded_gaussian', 'dot_product', 'concatenation')
 DNL_MODE = 'embedded_gaussian'
 DNL_TEMPERATURE = 0.05
 BLOCKS = ('nl', 'dnl')
+# --amp: the autocast dtypes of the block and model rows (by torch name).
+AMP_DTYPES = ('fp16', 'bf16')
 PEERS = {
     'nl': "mmcv's NonLocal2d",
     'dnl': "mmseg's DisentangledNonLocal2d",

@@ -1,4 +1,6 @@
 """What runs inside each isolated worker process: one measurement."""
+from __future__ import annotations
+
 import os
 import resource
 import statistics
@@ -95,6 +97,15 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def forward_autocast(spec: Dict[str, Any]):
+    """The forward's autocast: ``spec['amp']`` (``'fp16'``/``'bf16'``) on
+    ``spec['device']``, or a disabled one for fp32 runs."""
+    import torch
+    amp = spec.get('amp')
+    dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(amp)
+    return torch.autocast(spec['device'], dtype=dtype, enabled=bool(amp))
+
+
 def time_and_memory(step: Callable[[], None], repeats: int,
                     device: str) -> Dict[str, Any]:
     """One warm-up ``step``, then the median time and largest peak.
@@ -155,7 +166,9 @@ def measure_block(spec: Dict[str, Any]) -> Dict[str, Any]:
     def step() -> None:
         module.zero_grad(set_to_none=True)
         x.grad = None
-        module(x).backward(grad)
+        with forward_autocast(spec):
+            out = module(x)
+        out.backward(grad)
 
     return time_and_memory(step, spec['repeats'], device)
 
@@ -276,7 +289,8 @@ def measure_model(spec: Dict[str, Any]) -> Dict[str, Any]:
     def step() -> None:
         torch.manual_seed(0)  # the same proposals are sampled every step
         model.zero_grad(set_to_none=True)
-        loss, _ = model.parse_losses(model(**data, mode='loss'))
+        with forward_autocast(spec):
+            loss, _ = model.parse_losses(model(**data, mode='loss'))
         loss.backward()
 
     return time_and_memory(step, spec['repeats'], device)

@@ -9,6 +9,8 @@ mmcv's ``ConvModule``; only plain 1x1 convs take this path, anything else
 (a custom ``conv_cfg``, a stride, a norm or activation inside the module)
 runs through the module itself.
 """
+from __future__ import annotations
+
 from typing import List, Optional, Sequence
 
 import torch

@@ -1,20 +1,29 @@
-"""Argument checks shared by the block constructors."""
+"""Argument checks shared by the block constructors.
+
+numpy integers, floats and booleans are accepted where Python's are (a
+config computed with numpy often holds them) and come back as Python
+values.
+"""
+import numbers
 from typing import Any, Iterable
 
+import numpy as np
 from torch import Tensor
+
+_BOOLS = (bool, np.bool_)
 
 
 def check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, _BOOLS) or not isinstance(value, numbers.Integral):
         raise TypeError(f'{name} must be a positive int, got {value!r} '
                         f'({type(value).__name__})')
     if value <= 0:
         raise ValueError(f'{name} must be a positive int, got {value}')
-    return value
+    return int(value)
 
 
 def check_positive_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, _BOOLS) or not isinstance(value, numbers.Real):
         raise TypeError(f'{name} must be a positive number, got {value!r}')
     if not value > 0:
         raise ValueError(f'{name} must be a positive number, got {value}')
@@ -29,9 +38,9 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
 
 
 def check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
+    if not isinstance(value, _BOOLS):
         raise TypeError(f'{name} must be a bool, got {value!r}')
-    return value
+    return bool(value)
 
 
 def check_input(block: str, x: Any, channels: int, layout: str) -> None:

@@ -22,7 +22,12 @@ from torch import Tensor, nn
 
 from ..ops import softmax_pool
 from ..registry import MODELS
-from ._validate import check_choice, check_input, check_positive_int
+from ._validate import (
+    check_choice,
+    check_input,
+    check_positive_int,
+    check_positive_number,
+)
 
 POOLING_TYPES = ('att', 'avg')
 FUSION_TYPES = ('channel_add', 'channel_mul', 'channel_gate')
@@ -58,16 +63,12 @@ class ContextBlock(nn.Module):
 
     def __init__(self,
                  in_channels: int,
-                 *,
                  ratio: float = 1. / 16,
                  pooling_type: str = 'att',
                  fusion_types: Sequence[str] = ('channel_add', )) -> None:
         super().__init__()
-        check_positive_int('in_channels', in_channels)
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
-            raise TypeError(f'ratio must be a positive number, got {ratio!r}')
-        if not ratio > 0:
-            raise ValueError(f'ratio must be a positive number, got {ratio}')
+        in_channels = check_positive_int('in_channels', in_channels)
+        ratio = check_positive_number('ratio', ratio)
         check_choice('pooling_type', pooling_type, POOLING_TYPES)
         if isinstance(fusion_types, str) or not isinstance(
                 fusion_types, Sequence):
@@ -83,8 +84,10 @@ class ContextBlock(nn.Module):
         self.planes = max(1, int(in_channels * ratio))
         self.pooling_type = pooling_type
         self.fusion_types = tuple(fusion_types)
-        if pooling_type == 'att':
-            self.conv_mask = nn.Conv2d(in_channels, 1, kernel_size=1)
+        # None for 'avg', as the absent transforms are, so that TorchScript
+        # can tell statically which branch of spatial_pool runs.
+        self.conv_mask = (nn.Conv2d(in_channels, 1, kernel_size=1)
+                          if pooling_type == 'att' else None)
         for fusion in FUSION_TYPES:
             transform = (_transform(in_channels, self.planes)
                          if fusion in self.fusion_types else None)
@@ -100,7 +103,7 @@ class ContextBlock(nn.Module):
 
     def spatial_pool(self, x: Tensor) -> Tensor:
         """The context vector, ``[N, C, 1, 1]``."""
-        if self.pooling_type == 'avg':
+        if self.conv_mask is None:  # pooling_type='avg'
             return x.mean(dim=(2, 3), keepdim=True)
         logits = self.conv_mask(x).flatten(1)  # [N, HW]
         values = x.flatten(2).transpose(1, 2)  # [N, HW, C]
@@ -108,7 +111,9 @@ class ContextBlock(nn.Module):
         return context[:, :, None, None]  # [N, C, 1, 1]
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(type(self).__name__, x, self.in_channels, 'N, C, H, W')
+        if not torch.jit.is_scripting():  # TorchScript skips this branch
+            check_input(type(self).__name__, x, self.in_channels,
+                        'N, C, H, W')
         context = self.spatial_pool(x)
         out = x
         if self.channel_mul_conv is not None:

@@ -14,6 +14,7 @@ Both go through one output conv. Unlike mmseg's block, this one works with
 ``sub_sample=True`` (the unary mask is pooled to the key positions) and
 never writes into its input.
 """
+from __future__ import annotations
 
 from torch import Tensor, nn
 
@@ -113,7 +114,8 @@ class DisentangledNonLocal(NonLocalNd):
             logits = self.mask_pool(self.conv_mask(x)).flatten(1)  # [N, M]
             unary = softmax_pool(logits, value).unsqueeze(1)  # [N, 1, C']
             if context is None:
-                positions = x[0, 0].numel()
+                # From the flattened shape, which a trace keeps symbolic.
+                positions = x.flatten(2).shape[2]
                 context = unary.expand(-1, positions, -1)  # [N, HW, C']
             else:
                 context = context + unary  # [N, HW, C']

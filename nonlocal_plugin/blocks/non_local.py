@@ -10,6 +10,7 @@ only fix ``dim``. The pairwise functions live in :mod:`nonlocal_plugin.ops`,
 where each has a fused path that never builds the ``N x N`` map and the
 materialising reference path (``attn_impl='reference'``).
 """
+from __future__ import annotations
 
 from typing import List, Optional, Sequence
 
@@ -93,9 +94,9 @@ class NonLocalNd(nn.Module):
                  attn_impl: str = 'fused') -> None:
         super().__init__()
         name = type(self).__name__
-        check_positive_int('in_channels', in_channels)
-        check_positive_int('reduction', reduction)
-        if dim not in DIMS:
+        in_channels = check_positive_int('in_channels', in_channels)
+        reduction = check_positive_int('reduction', reduction)
+        if isinstance(dim, (bool, float)) or dim not in DIMS:
             raise ValueError(f'dim must be one of {tuple(DIMS)}, got {dim!r}')
         if in_channels // reduction == 0:
             raise ValueError(
@@ -105,7 +106,7 @@ class NonLocalNd(nn.Module):
             if value is not None and not isinstance(value, dict):
                 raise TypeError(f'{opt} must be a dict or None, got {value!r}')
         self.in_channels = in_channels
-        self.dim = dim
+        self.dim = int(dim)
         self.reduction = reduction
         self.inter_channels = in_channels // reduction
         self.use_scale = check_bool('use_scale', use_scale)
@@ -235,6 +236,22 @@ class NonLocalNd(nn.Module):
                 context.to(self.conv_out.conv.weight.dtype), self.conv_out,
                 spatial)
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        """Refuses ``torch.jit.script`` with a message saying what works.
+
+        The projections are mmcv ``ConvModule`` s (for mmcv's state-dict
+        keys), which TorchScript cannot compile, and the kernels are picked
+        in Python. ``torch.jit.trace``, ``torch.onnx.export`` and
+        ``torch.export`` capture the block.
+        """
+        raise RuntimeError(
+            f'{type(self).__name__} does not support torch.jit.script: its '
+            "projections are mmcv's ConvModule, which TorchScript cannot "
+            'compile, and it picks its attention kernel in Python. Use '
+            'torch.jit.trace, torch.onnx.export (either exporter) or '
+            'torch.export, which record a graph that holds for every input '
+            'size')
+
     def extra_repr(self) -> str:
         return (f'mode={self.mode!r}, dim={self.dim}, '
                 f'sub_sample={self.sub_sample}, attn_impl={self.attn_impl!r}')
@@ -242,29 +259,53 @@ class NonLocalNd(nn.Module):
 
 @MODELS.register_module()
 class NonLocal1D(NonLocalNd):
-    """:class:`NonLocalNd` on ``[N, C, L]`` sequences; same options."""
+    """:class:`NonLocalNd` on ``[N, C, L]`` sequences; same options.
 
-    def __init__(self, in_channels: int, **options) -> None:
-        super().__init__(in_channels, dim=1, **options)
+    Takes mmcv's ``NonLocal1d`` positional order, ``(in_channels,
+    sub_sample, conv_cfg)``; every other option is keyword-only.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 sub_sample: bool = False,
+                 conv_cfg: Optional[dict] = None,
+                 **options) -> None:
+        super().__init__(in_channels, dim=1, sub_sample=sub_sample,
+                         conv_cfg=conv_cfg, **options)
 
 
 @MODELS.register_module()
 class NonLocal2D(NonLocalNd):
     """:class:`NonLocalNd` on ``[N, C, H, W]`` maps; same options.
 
-    Drop-in for mmcv's ``NonLocal2d``: the same options and state-dict keys.
+    Drop-in for mmcv's ``NonLocal2d``: the same options and state-dict
+    keys, and its positional order, ``(in_channels, sub_sample, conv_cfg)``
+    (so ``NonLocal2D(256, True)`` sub-samples, as in mmcv). Every other
+    option is keyword-only.
     """
 
-    def __init__(self, in_channels: int, **options) -> None:
-        super().__init__(in_channels, dim=2, **options)
+    def __init__(self,
+                 in_channels: int,
+                 sub_sample: bool = False,
+                 conv_cfg: Optional[dict] = None,
+                 **options) -> None:
+        super().__init__(in_channels, dim=2, sub_sample=sub_sample,
+                         conv_cfg=conv_cfg, **options)
 
 
 @MODELS.register_module()
 class NonLocal3D(NonLocalNd):
     """:class:`NonLocalNd` on ``[N, C, T, H, W]`` clips; same options.
 
-    Sub-sampling pools space only, as in the paper's video models.
+    Sub-sampling pools space only, as in the paper's video models. Takes
+    mmcv's ``NonLocal3d`` positional order, ``(in_channels, sub_sample,
+    conv_cfg)``; every other option is keyword-only.
     """
 
-    def __init__(self, in_channels: int, **options) -> None:
-        super().__init__(in_channels, dim=3, **options)
+    def __init__(self,
+                 in_channels: int,
+                 sub_sample: bool = False,
+                 conv_cfg: Optional[dict] = None,
+                 **options) -> None:
+        super().__init__(in_channels, dim=3, sub_sample=sub_sample,
+                         conv_cfg=conv_cfg, **options)

@@ -23,6 +23,8 @@ PNG, so one seed always gives the same bytes. A dataset is written into a
 temporary directory and renamed into place when complete, so processes that
 start together (``torchrun``) never see half a dataset.
 """
+from __future__ import annotations
+
 import json
 import os
 import os.path as osp
@@ -156,6 +158,29 @@ def _polygon_area(polygon: np.ndarray) -> float:
     return float(0.5 * abs(cross))
 
 
+def _draw_scene(rng: np.random.Generator, height: int, width: int,
+                max_objects: int, radius_range: Tuple[float, float]):
+    """One toy image: background, cue bar, gray polygons far from the cue.
+
+    Returns:
+        tuple: The ``[H, W, 3]`` BGR image, the index of the cue colour in
+        :data:`CUE_COLOURS`, the cue's x range and the polygons.
+    """
+    colour_index = int(rng.integers(len(CUE_COLOURS)))
+    side = 'left' if rng.random() < 0.5 else 'right'
+    img = _background(rng, height, width)
+    cue = _draw_cue(img, side,
+                    list(CUE_COLOURS.values())[colour_index],
+                    _cue_width(width))
+    polygons = _place_objects(rng, int(rng.integers(1, max_objects + 1)),
+                              _far_range(side, width, 2), (2, height - 2),
+                              radius_range)
+    for polygon in polygons:
+        gray = int(rng.integers(150, 215))
+        _fill(img, polygon, (gray, gray, gray))
+    return img, colour_index, cue, polygons
+
+
 # main functions
 
 
@@ -191,25 +216,16 @@ def make_toy_coco(root: str,
         dict(id=i + 1, name=name, supercategory='toy')
         for i, name in enumerate(TOY_COCO_CLASSES)
     ]
-    colours = list(CUE_COLOURS)
     height, width = _size(img_size)
-    cue_width = _cue_width(width)
     ann_id = 1
     for split, count in (('train', num_train), ('val', num_val)):
         images, annotations = [], []
         for index in range(count):
             image_id = index + 1
-            colour = colours[int(rng.integers(len(colours)))]
-            side = 'left' if rng.random() < 0.5 else 'right'
-            img = _background(rng, height, width)
-            _draw_cue(img, side, CUE_COLOURS[colour], cue_width)
-            polygons = _place_objects(
-                rng, int(rng.integers(1, max_objects + 1)),
-                _far_range(side, width, 2), (2, height - 2),
+            img, colour_index, _, polygons = _draw_scene(
+                rng, height, width, max_objects,
                 (height * 0.1, height * 0.2))
             for polygon in polygons:
-                gray = int(rng.integers(150, 215))
-                _fill(img, polygon, (gray, gray, gray))
                 polygon = np.clip(polygon, 0, (width - 1, height - 1))
                 x0, y0 = polygon.min(axis=0)
                 x1, y1 = polygon.max(axis=0)
@@ -217,7 +233,7 @@ def make_toy_coco(root: str,
                     dict(
                         id=ann_id,
                         image_id=image_id,
-                        category_id=colours.index(colour) + 1,
+                        category_id=colour_index + 1,
                         segmentation=[[
                             round(float(v), 2) for v in polygon.flatten()
                         ]],
@@ -282,30 +298,20 @@ def make_toy_cityscapes(root: str,
     """
     rng = np.random.default_rng(seed)
     height, width = _size(img_size)
-    colours = list(CUE_COLOURS)
-    cue_width = _cue_width(width)
     to_label_ids = np.zeros(256, dtype=np.uint8)
     for train_id, label_id in CITYSCAPES_LABEL_IDS.items():
         to_label_ids[train_id] = label_id
     for split, count, city in (('train', num_train, 'toyville'),
                                ('val', num_val, 'toyburg')):
         for index in range(count):
-            colour_index = int(rng.integers(len(colours)))
-            colour = colours[colour_index]
-            side = 'left' if rng.random() < 0.5 else 'right'
-            img = _background(rng, height, width)
+            img, colour_index, (x0, x1), polygons = _draw_scene(
+                rng, height, width, max_objects,
+                (height * 0.12, height * 0.3))
             label = np.full((height, width), CITYSCAPES_TRAIN_IDS['road'],
                             dtype=np.uint8)
-            x0, x1 = _draw_cue(img, side, CUE_COLOURS[colour], cue_width)
             label[:, x0:x1] = CITYSCAPES_TRAIN_IDS['wall']
             blob_id = CITYSCAPES_TRAIN_IDS[SEG_BLOB_CLASSES[colour_index]]
-            polygons = _place_objects(
-                rng, int(rng.integers(1, max_objects + 1)),
-                _far_range(side, width, 2), (2, height - 2),
-                (height * 0.12, height * 0.3))
             for polygon in polygons:
-                gray = int(rng.integers(150, 215))
-                _fill(img, polygon, (gray, gray, gray))
                 _fill(label, polygon, blob_id)
             name = f'{city}_{index:06d}_000019'
             _write_png(

@@ -7,12 +7,21 @@ from .attention import (
     softmax_attention,
     softmax_pool,
 )
+from .chunked import chunked_softmax_attention
 from .concatenation import concatenation_attention
 from .precision import accumulation_dtype, no_autocast
+from .rows import (
+    attention_rows,
+    attention_rows_reference,
+    cosine_distance_mean,
+)
+from .sdpa import backend_table, fused_backend
 from .sync_bn import GlooSyncBatchNorm
 
 __all__ = [
     'ATTN_IMPLS', 'GlooSyncBatchNorm', 'accumulation_dtype',
-    'concatenation_attention', 'dot_product_attention', 'no_autocast',
+    'attention_rows', 'attention_rows_reference', 'cosine_distance_mean',
+    'backend_table', 'chunked_softmax_attention', 'concatenation_attention',
+    'dot_product_attention', 'fused_backend', 'no_autocast',
     'pairwise_attention', 'softmax_attention', 'softmax_pool'
 ]

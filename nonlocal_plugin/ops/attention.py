@@ -12,10 +12,18 @@ and returns ``[B, N, Cv]``. Each comes in two implementations selected by
 
 * ``'reference'`` builds the ``[B, N, M]`` pairwise map, exactly as the papers
   (and mmcv) write it. It is the yardstick the fused paths are tested against.
-* ``'fused'`` never builds that map: a flash kernel for the softmax modes,
-  the associativity of matrix products for ``dot_product`` and a
-  query-chunked custom autograd function for ``concatenation``
-  (:mod:`nonlocal_plugin.ops.concatenation`).
+* ``'fused'`` never builds that map. The softmax modes run a fused SDPA
+  kernel where one takes the input (:mod:`.sdpa`), else a query-chunked
+  custom autograd function (:mod:`.chunked`); ``dot_product`` uses the
+  associativity of matrix products; ``concatenation`` a query-chunked
+  custom autograd function (:mod:`.concatenation`).
+
+Under graph capture (:func:`~.sdpa.graph_capture`) the softmax modes run one
+SDPA call over all queries: no query chunks (their count depends on the
+thread count and the input size through Python), and, under
+``torch.compile``, the backend found by the probe as a graph constant. An
+exported graph leaves the choice of kernel to its runtime (torch's SDPA
+dispatch for a traced module, MatMul and Softmax in ONNX).
 
 Precision: logits and softmax statistics are always accumulated in fp32, so
 inputs that would overflow fp16 (unscaled gaussian logits, DNL's temperature
@@ -24,27 +32,27 @@ fp64 inputs) whatever the input precision: a dot-product context can leave
 fp16's range even when its inputs do not, so the caller decides when to
 round.
 """
-import warnings
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .chunked import chunked_softmax_attention
 from .concatenation import concatenation_attention
 from .precision import accumulation_dtype, no_autocast
+from .sdpa import (
+    compile_time_backend,
+    fused_backend,
+    graph_capture,
+    only_backend,
+    onnx_torchscript_export,
+)
 
 ATTN_IMPLS = ('fused', 'reference')
-
-# Backends that never materialise the attention map, in order of preference.
-_FUSED_BACKENDS = {
-    'cpu': [SDPBackend.FLASH_ATTENTION],
-    'cuda': [
-        SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-        SDPBackend.CUDNN_ATTENTION
-    ],
-}
-_warned_fallback = set()
 
 
 def _kernel_dtype(tensor: Tensor) -> torch.dtype:
@@ -84,21 +92,17 @@ def _query_chunks(batch: int, queries: int, device: torch.device) -> int:
     return max(1, min(-(-threads // batch), queries // 64))
 
 
-def _fused_softmax(query: Tensor, key: Tensor, value: Tensor,
-                   scale: float) -> Tensor | None:
-    """Flash attention, or ``None`` where no fused backend takes the input."""
-    backends = _FUSED_BACKENDS.get(query.device.type)
-    if backends is None:
-        return None
+def _sdpa(query: Tensor, key: Tensor, value: Tensor, scale: float,
+          backend: str, width: int) -> Tensor:
+    """One fused SDPA backend on inputs zero-padded to one head ``width``."""
     dtype = _kernel_dtype(value)
     batch, queries = query.shape[:2]
     keys, v_dim = key.shape[1], value.shape[-1]
-    # Flash kernels want one head dim for q, k and v. Zero columns change
-    # neither q.k nor the kept part of the output.
-    width = max(query.shape[-1], v_dim)
     chunks = _query_chunks(batch, queries, query.device)
     rows = -(-queries // chunks)
-    # Zero query rows pad the last chunk; their outputs are dropped.
+    # Flash kernels want one head dim for q, k and v. Zero columns change
+    # neither q.k nor the kept part of the output. Zero query rows pad the
+    # last chunk; their outputs are dropped.
     q = F.pad(query.to(dtype), (0, width - query.shape[-1], 0,
                                 rows * chunks - queries))
     # [B * c, 1, N / c, w]
@@ -109,20 +113,72 @@ def _fused_softmax(query: Tensor, key: Tensor, value: Tensor,
         batch, chunks, keys, width).reshape(batch * chunks, 1, keys,
                                             width).contiguous()
             for t in (key, value))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            with sdpa_kernel(backends):
-                out = F.scaled_dot_product_attention(q, k, v, scale=scale)
-    except RuntimeError as err:
-        key_ = (query.device.type, dtype, width)
-        if key_ not in _warned_fallback:
-            _warned_fallback.add(key_)
-            warnings.warn(f'No fused attention kernel for {key_}: using the '
-                          f'reference path ({err}).', stacklevel=3)
-        return None
+    with only_backend(backend):
+        out = F.scaled_dot_product_attention(q, k, v, scale=scale)
     out = out.reshape(batch, chunks * rows, width)  # [B, N + pad, w]
     return out[:, :queries, :v_dim]  # [B, N, Cv]
+
+
+def _one_head(rows: Tensor, width: int, dtype: torch.dtype) -> Tensor:
+    """``[B, *, C]`` rows as one contiguous head ``[B, 1, *, width]``; zero
+    columns change neither ``q.k`` nor the kept part of the output."""
+    rows = rows.to(dtype)
+    if rows.shape[-1] != width:
+        rows = F.pad(rows, (0, width - rows.shape[-1]))
+    return rows.unsqueeze(1).contiguous()
+
+
+def _whole_sdpa(query: Tensor, key: Tensor, value: Tensor, scale: float,
+                backend: Optional[str], width: int) -> Tensor:
+    """One SDPA call over every query, for captured graphs.
+
+    No size reaches Python, so the graph holds for every input size.
+    ``backend=None`` leaves the choice to the runtime's dispatch.
+    """
+    dtype = _kernel_dtype(value)
+    switch = (only_backend(backend)
+              if backend is not None else contextlib.nullcontext())
+    q = _one_head(query, width, dtype)  # [B, 1, N, w]
+    sdpa_scale: Optional[float] = scale
+    if onnx_torchscript_export():
+        # torch 2.1's ONNX symbolic of SDPA refuses a float `scale`; its
+        # default, 1 / sqrt(w), is folded into the queries instead.
+        q, sdpa_scale = q * (scale * width**0.5), None
+    with switch:
+        out = F.scaled_dot_product_attention(
+            q, _one_head(key, width, dtype), _one_head(value, width, dtype),
+            scale=sdpa_scale)
+    return out[:, 0, :, :value.shape[-1]]  # [B, N, Cv]
+
+
+def _fused_softmax(query: Tensor, key: Tensor, value: Tensor,
+                   scale: float) -> Tensor:
+    """A fused SDPA kernel where one takes the input, else the chunked one.
+
+    Neither builds the ``[N, M]`` map. Errors raised by the kernel, out of
+    memory among them, propagate: which kernel runs is decided beforehand
+    (:func:`~nonlocal_plugin.ops.sdpa.fused_backend`), not by catching.
+    Under export, one SDPA call whose kernel the runtime picks.
+    """
+    width = max(query.shape[-1], value.shape[-1])
+    capture = graph_capture()
+    if capture == 'export':
+        return _whole_sdpa(query, key, value, scale, None, width)
+    grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (query, key, value))
+    if capture == 'compile':
+        backend = compile_time_backend(query.device, _kernel_dtype(value),
+                                       width, grad=grad)
+        if backend is not None:
+            return _whole_sdpa(query, key, value, scale, backend, width)
+    else:
+        backend = fused_backend(query.device, _kernel_dtype(value), width,
+                                grad=grad)
+        if backend is not None:
+            return _sdpa(query, key, value, scale, backend, width)
+    dtype = accumulation_dtype(value)
+    return chunked_softmax_attention(query.to(dtype), key.to(dtype),
+                                     value.to(dtype), scale)
 
 
 def softmax_attention(query: Tensor,
@@ -146,13 +202,16 @@ def softmax_attention(query: Tensor,
     Returns:
         Tensor: ``[B, N, Cv]`` in fp32 (fp64 for fp64 inputs).
     """
+    dtype = accumulation_dtype(value)
+    if query.shape[0] * query.shape[1] == 0:  # an empty batch or no queries
+        return value.new_zeros(query.shape[0], query.shape[1],
+                               value.shape[-1], dtype=dtype)
     with no_autocast(value):
-        out = None
         if impl == 'fused':
             out = _fused_softmax(query, key, value, scale)
-        if out is None:
+        else:
             out = _reference_softmax(query, key, value, scale)
-    return out.to(accumulation_dtype(value))
+    return out.to(dtype)
 
 
 def dot_product_attention(query: Tensor,
@@ -202,9 +261,16 @@ def softmax_pool(logits: Tensor, value: Tensor) -> Tensor:
         Tensor: ``[B, C]`` in fp32 (fp64 for fp64 inputs).
     """
     dtype = accumulation_dtype(value)
+    if torch.jit.is_scripting():  # autocast there needs a constant device
+        return _softmax_pool(logits, value, dtype)
     with no_autocast(value):
-        weights = logits.to(dtype).softmax(dim=-1).unsqueeze(1)  # [B, 1, M]
-        return torch.matmul(weights, value.to(dtype)).squeeze(1)  # [B, C]
+        return _softmax_pool(logits, value, dtype)
+
+
+def _softmax_pool(logits: Tensor, value: Tensor,
+                  dtype: torch.dtype) -> Tensor:
+    weights = logits.to(dtype).softmax(dim=-1).unsqueeze(1)  # [B, 1, M]
+    return torch.matmul(weights, value.to(dtype)).squeeze(1)  # [B, C]
 
 
 def pairwise_attention(query: Tensor,

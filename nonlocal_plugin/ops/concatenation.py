@@ -8,20 +8,22 @@ instead tiles both inputs into an ``[N, M, 2C']`` tensor before projecting it.
 
 The fused path here walks over query chunks in both the forward and the
 backward pass (which recomputes each chunk's scores), so its peak memory is
-``O(chunk * M)`` instead of ``O(N * M)``.
+``O(chunk * M)`` instead of ``O(N * M)``. Under export (``torch.jit.trace``,
+ONNX, ``torch.export``) the reference path runs instead: a custom autograd
+function does not export faithfully (the TorchScript ONNX exporter inlined
+this one into a graph that gave wrong outputs) and the chunk loop's length
+would be frozen at the traced size. ``torch.compile`` traces the chunked
+function.
 """
+from __future__ import annotations
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .chunked import chunk_rows
 from .precision import accumulation_dtype, no_autocast
-
-# Elements of one [B, chunk, M] score tile: 4M floats, 16 MB in fp32.
-_TILE_ELEMENTS = 1 << 22
-
-
-def _chunk_rows(batch: int, num_keys: int) -> int:
-    return max(1, _TILE_ELEMENTS // max(1, batch * num_keys))
+from .sdpa import graph_capture
 
 
 class _ChunkedConcatenation(torch.autograd.Function):
@@ -31,7 +33,7 @@ class _ChunkedConcatenation(torch.autograd.Function):
     def forward(ctx, a: Tensor, b: Tensor, value: Tensor) -> Tensor:
         # a: [B, N], b: [B, M], value: [B, M, Cv]
         num_keys = b.shape[1]
-        rows = _chunk_rows(a.shape[0], num_keys)
+        rows = chunk_rows(a.shape[0], num_keys)
         out = value.new_empty(a.shape[0], a.shape[1], value.shape[2])
         for start in range(0, a.shape[1], rows):
             stop = start + rows
@@ -52,7 +54,7 @@ class _ChunkedConcatenation(torch.autograd.Function):
         grad_a = torch.empty_like(a)
         grad_b = torch.zeros_like(b)
         grad_value = torch.zeros_like(value)
-        rows = _chunk_rows(a.shape[0], num_keys)
+        rows = chunk_rows(a.shape[0], num_keys)
         for start in range(0, a.shape[1], rows):
             stop = start + rows
             scores = a[:, start:stop, None] + b[:, None, :]  # [B, c, M]
@@ -83,7 +85,8 @@ def concatenation_attention(query: Tensor,
         value (Tensor): ``[B, M, Cv]``.
         weight (Tensor): ``[2 * Cq]``, the first half projecting the query.
         impl (str): ``'fused'`` (chunked) or ``'reference'`` (builds the
-            ``[B, N, M]`` map). Default: ``'fused'``.
+            ``[B, N, M]`` map, as ``'fused'`` does under export).
+            Default: ``'fused'``.
 
     Returns:
         Tensor: ``[B, N, Cv]`` in fp32 (fp64 for fp64 inputs).
@@ -91,11 +94,14 @@ def concatenation_attention(query: Tensor,
     dtype = accumulation_dtype(value)
     channels = query.shape[-1]
     with no_autocast(value):
-        weight = weight.to(dtype)
-        a = torch.matmul(query.to(dtype), weight[:channels])  # [B, N]
-        b = torch.matmul(key.to(dtype), weight[channels:])  # [B, M]
+        # [2 * Cq, 1]: a matrix, not a vector. onnxruntime 1.32's
+        # MatmulTransposeFusion gives wrong numbers for a transposed input
+        # times a 1-D weight (the sub-sampled keys' case).
+        weight = weight.to(dtype).reshape(-1, 1)
+        a = torch.matmul(query.to(dtype), weight[:channels])[..., 0]  # [B, N]
+        b = torch.matmul(key.to(dtype), weight[channels:])[..., 0]  # [B, M]
         v = value.to(dtype)
-        if impl == 'fused':
+        if impl == 'fused' and graph_capture() != 'export':
             out = _ChunkedConcatenation.apply(a.contiguous(), b.contiguous(),
                                               v.contiguous())
         else:

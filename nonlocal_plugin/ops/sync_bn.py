@@ -21,6 +21,8 @@ is plain BN. The tools build it in place of ``SyncBN`` for CPU jobs with
 several processes (:mod:`nonlocal_plugin.apis.dist`); in a config it is
 ``norm_cfg=dict(type='nonlocal_plugin.GlooSyncBN')``.
 """
+from __future__ import annotations
+
 from typing import Any, Optional
 
 import torch

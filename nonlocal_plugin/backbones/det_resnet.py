@@ -1,4 +1,7 @@
-"""ResNets with attention blocks where the papers put them.
+"""mmdet's ResNet with attention blocks where the papers put them.
+
+This module needs mmdet; :mod:`nonlocal_plugin.backbones` imports it only
+when mmdet is installed. mmseg's twin is :mod:`.seg_resnet`.
 
 Papers:
 
@@ -33,14 +36,17 @@ The inserted blocks live outside the ``layerN`` Sequentials, in a
 block's non-negative index, ``name`` the block's ``_abbr_`` plus any
 ``postfix``, e.g. ``between_layer3.after4_nonlocal_block``), so ResNet's own
 keys keep their numbering and ImageNet checkpoints load into the ResNet part
-unchanged.
+unchanged, with ``strict=True`` when they have none of the blocks' keys.
+``between_blocks`` is a stage-wise spelling of ``nonlocal_plugin.
+InsertBlocks`` (:mod:`.insert_blocks`), which works for any backbone:
+``stages=(False, False, True, False), after=(-2, )`` is
+``after='layer3.-2'`` there, with the same keys.
 
 Both classes also accept ``plugins`` for depths 18 and 34 (BasicBlock,
 positions ``'after_conv1'`` and ``'after_conv2'``), which mmdet and mmseg
 refuse. Depths 50 and up keep the parent's plugin behaviour.
 """
 from mmdet.models.backbones import resnet as det_resnet
-from mmseg.models.backbones import resnet as seg_resnet
 
 from ..registry import MODELS
 from ._placement import BasicBlockPluginsMixin, BetweenBlocksMixin
@@ -49,11 +55,6 @@ from ._placement import BasicBlockPluginsMixin, BetweenBlocksMixin
 class DetBasicBlockWithPlugins(BasicBlockPluginsMixin,
                                det_resnet.BasicBlock):
     """mmdet's BasicBlock with ``after_conv1``/``after_conv2`` plugins."""
-
-
-class SegBasicBlockWithPlugins(BasicBlockPluginsMixin,
-                               seg_resnet.BasicBlock):
-    """mmseg's BasicBlock with ``after_conv1``/``after_conv2`` plugins."""
 
 
 @MODELS.register_module()
@@ -68,16 +69,3 @@ class ResNetNL(BetweenBlocksMixin, det_resnet.ResNet):
 
     _basic_block = det_resnet.BasicBlock
     _plugin_basic_block = DetBasicBlockWithPlugins
-
-
-@MODELS.register_module()
-class ResNetV1cNL(BetweenBlocksMixin, seg_resnet.ResNetV1c):
-    """mmseg's ``ResNetV1c`` (deep stem) with blocks between residual blocks.
-
-    Config: ``type='nonlocal_plugin.ResNetV1cNL'``. The options are
-    :class:`ResNetNL`'s; every other argument is mmseg's ``ResNetV1c``'s
-    (``multi_grid``, ``contract_dilation``, ...).
-    """
-
-    _basic_block = seg_resnet.BasicBlock
-    _plugin_basic_block = SegBasicBlockWithPlugins
