@@ -171,3 +171,22 @@ def cpu_autocast_supported(dtype):
     except (RuntimeError, TypeError, ValueError):
         return False
     return all(out.dtype == dtype for out in outputs)
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """Tiny tensors: extra threads only contend on a shared machine. Use as
+    ``pytestmark = pytest.mark.usefixtures('one_thread')``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def activate(module, seed=0):
+    """Random weights, so that a zero-initialised block does something."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
+    return module

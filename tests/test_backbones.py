@@ -1,7 +1,7 @@
 """ResNetNL and ResNetV1cNL: weight names, identity at init, placement."""
 import pytest
 import torch
-from conftest import exactly_zero_grads
+from conftest import activate, exactly_zero_grads
 from mmcv.cnn.bricks import ContextBlock as MmcvContextBlock
 from mmcv.cnn.bricks import NonLocal2d as MmcvNonLocal2d
 from mmdet.models.backbones import ResNet as DetResNet
@@ -12,6 +12,8 @@ from mmseg.registry import MODELS as SEG_MODELS
 
 from nonlocal_plugin import ContextBlock, NonLocal2D
 from nonlocal_plugin.backbones import ResNetNL, ResNetV1cNL
+
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 # helpers
 
@@ -24,15 +26,6 @@ NL = dict(type='nonlocal_plugin.NonLocal2D')
 GC = dict(type='nonlocal_plugin.ContextBlock', ratio=1 / 4)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny tensors: extra threads only contend on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(kind, depth=50, small=True, **options):
     return OURS[kind](depth=depth, **(SMALL if small else {}), **options)
 
@@ -43,15 +36,6 @@ def parent(kind, depth=50, small=True, **options):
 
 def nl_after(*after, stages=RES4, cfg=NL):
     return [dict(cfg=cfg, stages=stages, after=after)]
-
-
-def activate(module, seed=0):
-    """Random weights, so that a zero-initialised block does something."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
-    return module
 
 
 def image(size=64, seed=0):

@@ -11,7 +11,7 @@ import pickle
 
 import pytest
 import torch
-from conftest import exactly_zero_grads
+from conftest import activate, exactly_zero_grads
 from mmdet.registry import MODELS as DET_MODELS
 from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import DefaultScope
@@ -21,20 +21,13 @@ from torch import nn
 from nonlocal_plugin import NonLocal2D
 from nonlocal_plugin.backbones import MissingLibraryError, insert_blocks
 
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 # helpers
 
 SMALL = dict(type='mmdet.ResNet', depth=50, base_channels=8, stem_channels=8)
 NL = dict(type='nonlocal_plugin.NonLocal2D')
 GC = dict(type='nonlocal_plugin.ContextBlock', ratio=1 / 4)
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny tensors: extra threads only contend on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(blocks, **options):
@@ -43,15 +36,6 @@ def build(blocks, **options):
 
 def plain(**options):
     return DET_MODELS.build(dict(SMALL, **options))
-
-
-def activate(module, seed=0):
-    """Random weights, so that a zero-initialised block does something."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
-    return module
 
 
 def image(size=64, seed=0, batch=1):

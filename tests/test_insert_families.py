@@ -8,10 +8,12 @@ the block.
 """
 import pytest
 import torch
-from conftest import exactly_zero_grads
+from conftest import activate, exactly_zero_grads
 from mmengine.registry import MODELS as ROOT_MODELS
 
 from nonlocal_plugin.backbones import insert_blocks
+
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 # helpers
 
@@ -63,15 +65,6 @@ FAMILIES = {
 IDS = sorted(FAMILIES)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny tensors: extra threads only contend on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def pair(family, **options):
     """(ours, plain): the family's backbone with and without the block."""
     cfg, entry, _, _, _ = FAMILIES[family]
@@ -84,15 +77,6 @@ def pair(family, **options):
 def block_of(model, key):
     container, name = key.split('.')
     return getattr(model, container)[name]
-
-
-def activate(module, seed=0):
-    """Random weights, so that a zero-initialised block does something."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
-    return module
 
 
 def image(batch=1, seed=0):

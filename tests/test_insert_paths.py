@@ -6,6 +6,8 @@ from mmdet.registry import MODELS as DET_MODELS
 
 from nonlocal_plugin.backbones import insert_blocks
 
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 # helpers
 
 SMALL = dict(type='mmdet.ResNet', depth=50, base_channels=8, stem_channels=8)
@@ -20,15 +22,6 @@ HRNET_EXTRA = dict(
                 num_blocks=(1, 1, 1), num_channels=(8, 16, 32)),
     stage4=dict(num_modules=1, num_branches=4, block='BASIC',
                 num_blocks=(1, 1, 1, 1), num_channels=(8, 16, 32, 64)))
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny tensors: extra threads only contend on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(blocks, **options):
@@ -151,3 +144,13 @@ def test_module_lists_are_refused_and_uncalled_modules_fail_on_forward():
                   depth=18)
     with pytest.raises(RuntimeError, match="'layer1.1.relu'.*ran 2 times"):
         model(torch.randn(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize('type_name', ['NonLocal2DD',
+                                       'nonlocal_plugin.Nonlocal2D'])
+def test_misspelled_block_type_is_named_with_close_matches(type_name):
+    with pytest.raises(KeyError) as info:
+        build([dict(cfg=dict(type=type_name), after='layer3.0')])
+    message = str(info.value)
+    assert f"is '{type_name}'" in message or f"'{type_name}'" in message
+    assert 'NonLocal2D' in message and 'Cannot find None' not in message

@@ -27,7 +27,7 @@ from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
 from torch import nn
 
-from ..backbones._placement import check_block_type
+from ..backbones._blocks import check_block_type
 from .checks import SetupError
 
 SHOWN = 3

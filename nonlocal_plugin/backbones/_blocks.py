@@ -9,13 +9,17 @@ shape of its input.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Tuple
+import difflib
+from typing import Any, Dict, Iterable, List, Tuple
 
 import torch
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_plugin_layer
 from mmengine.model import ModuleDict
+from mmengine.registry import MODELS as MMENGINE_MODELS
 from torch import Tensor, nn
+
+from ..registry import MODELS, SCOPE
 
 PROBE_SIZE = 8  # height and width of the shape probe
 
@@ -23,8 +27,46 @@ PROBE_SIZE = 8  # height and width of the shape probe
 # helper functions
 
 
+def unknown_block_type(where: str, type_name: str) -> str:
+    """The message for a block ``type`` that no registry knows, with the
+    close matches among this package's names and mmcv's."""
+    ours = [f'{SCOPE}.{name}' for name in MODELS.names()]
+    theirs = sorted(MMENGINE_MODELS._module_dict)
+    wanted = type_name.split('.')[-1].lower()
+    by_name: Dict[str, List[str]] = {}
+    for name in ours + theirs:  # NonLocal2D (ours) and NonLocal2d (mmcv)
+        by_name.setdefault(name.split('.')[-1].lower(), []).append(name)
+    close = [
+        name for match in difflib.get_close_matches(
+            wanted, list(by_name), n=3, cutoff=0.6)
+        for name in by_name[match]
+    ]
+    hint = (f" Did you mean {', '.join(repr(c) for c in close)}?"
+            if close else '')
+    return (f'{where} is {type_name!r}, which is neither a block of this '
+            f"package nor one of mmcv's.{hint} This package's names: "
+            f"{', '.join(ours)}.")
+
+
+def check_block_type(where: str, type_name: Any) -> None:
+    """Raises ``KeyError`` (as a registry does) for an unknown block type.
+
+    mmcv's ``build_plugin_layer`` would say ``Cannot find None in
+    registry``, without the name.
+    """
+    if not isinstance(type_name, str):
+        return  # a class
+    with MMENGINE_MODELS.switch_scope_and_registry(None) as registry:
+        try:
+            found = registry.get(type_name)
+        except KeyError:  # this package's scope names its own classes
+            found = None
+    if found is None:
+        raise KeyError(unknown_block_type(where, type_name))
+
+
 def check_cfg(where: str, cfg: Any) -> dict:
-    """A block config: a dict with a ``'type'``."""
+    """A block config: a dict with a ``'type'`` that a registry knows."""
     if not isinstance(cfg, dict):
         raise TypeError(f"{where} must be a dict with a 'type', e.g. "
                         "dict(type='nonlocal_plugin.NonLocal2D'), got "
@@ -32,6 +74,7 @@ def check_cfg(where: str, cfg: Any) -> dict:
     if 'type' not in cfg:
         raise ValueError(f"{where} needs a 'type', e.g. "
                          f"'nonlocal_plugin.NonLocal2D', got {cfg!r}")
+    check_block_type(f"{where}['type']", cfg['type'])
     return cfg
 
 

@@ -18,15 +18,16 @@ and DNL (https://arxiv.org/abs/2006.06668).
 """
 from __future__ import annotations
 
-import difflib
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import torch.utils.checkpoint as cp
-from mmengine.registry import MODELS as MMENGINE_MODELS
 from torch import Tensor, nn
 
-from ..registry import MODELS, SCOPE
-from ._blocks import build_block, check_cfg, reset_plain_blocks
+from ._blocks import (
+    build_block,
+    check_cfg,
+    reset_plain_blocks,
+)
 from ._insertion import attach_blocks
 
 BETWEEN_BLOCKS_KEYS = ('cfg', 'stages', 'after')
@@ -47,46 +48,7 @@ def _check_entry(where: str, entry: Any, allowed: Sequence[str]) -> dict:
         raise ValueError(f'{where} has unknown keys {unknown}; allowed keys '
                          f'are {tuple(allowed)}')
     check_cfg(f"{where}['cfg']", entry.get('cfg'))
-    check_block_type(f"{where}['cfg']['type']", entry['cfg']['type'])
     return entry
-
-
-def unknown_block_type(where: str, type_name: str) -> str:
-    """The message for a block ``type`` that no registry knows, with the
-    close matches among this package's names and mmcv's."""
-    ours = [f'{SCOPE}.{name}' for name in MODELS.names()]
-    theirs = sorted(MMENGINE_MODELS._module_dict)
-    wanted = type_name.split('.')[-1].lower()
-    by_name: Dict[str, List[str]] = {}
-    for name in ours + theirs:  # NonLocal2D (ours) and NonLocal2d (mmcv)
-        by_name.setdefault(name.split('.')[-1].lower(), []).append(name)
-    close = [
-        name for match in difflib.get_close_matches(
-            wanted, list(by_name), n=3, cutoff=0.6)
-        for name in by_name[match]
-    ]
-    hint = (f" Did you mean {', '.join(repr(c) for c in close)}?"
-            if close else '')
-    return (f'{where} is {type_name!r}, which is neither a block of this '
-            f"package nor one of mmcv's.{hint} This package's names: "
-            f"{', '.join(ours)}.")
-
-
-def check_block_type(where: str, type_name: Any) -> None:
-    """Raises ``KeyError`` (as a registry does) for an unknown block type.
-
-    mmcv's ``build_plugin_layer`` would say ``Cannot find None in
-    registry``, without the name.
-    """
-    if not isinstance(type_name, str):
-        return  # a class
-    with MMENGINE_MODELS.switch_scope_and_registry(None) as registry:
-        try:
-            found = registry.get(type_name)
-        except KeyError:  # this package's scope names its own classes
-            found = None
-    if found is None:
-        raise KeyError(unknown_block_type(where, type_name))
 
 
 def _check_entries(option: str, value: Any) -> Sequence[Any]:
