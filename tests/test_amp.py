@@ -5,8 +5,7 @@ from conftest import cpu_autocast_supported, rel_err, tolerance
 from mmcv.cnn import NonLocal2d as MmcvNonLocal2d
 
 from nonlocal_plugin import ContextBlock, DisentangledNonLocal, NonLocal2D
-
-MODES = ('gaussian', 'embedded_gaussian', 'dot_product', 'concatenation')
+from nonlocal_plugin.blocks.non_local import MODES
 
 
 def _needs_cpu_autocast(dtype):

@@ -4,13 +4,13 @@ import torch
 from conftest import assert_grads_close, exactly_zero_grads, rel_err, tolerance
 
 from nonlocal_plugin import DisentangledNonLocal, NonLocal2D
+from nonlocal_plugin.blocks.non_local import MODES
 from nonlocal_plugin.ops import (
     concatenation_attention,
     dot_product_attention,
     softmax_attention,
 )
 
-MODES = ('gaussian', 'embedded_gaussian', 'dot_product', 'concatenation')
 BATCH, QUERIES = 2, 168  # 12 x 14 positions
 
 

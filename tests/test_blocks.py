@@ -23,8 +23,8 @@ from nonlocal_plugin import (
     NonLocal3D,
 )
 from nonlocal_plugin.blocks._pointwise import plain_pointwise
+from nonlocal_plugin.blocks.non_local import MODES
 
-MODES = ('gaussian', 'embedded_gaussian', 'dot_product', 'concatenation')
 SHAPES = {1: (2, 16, 23), 2: (2, 16, 9, 10), 3: (2, 16, 3, 6, 8)}
 OURS = {1: NonLocal1D, 2: NonLocal2D, 3: NonLocal3D}
 MMCV = {1: NonLocal1d, 2: NonLocal2d, 3: NonLocal3d}

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from nonlocal_plugin import ContextBlock, DisentangledNonLocal, NonLocal2D
+from nonlocal_plugin.blocks.non_local import MODES
 
 torch_dynamo = pytest.importorskip('torch._dynamo')
 # The blocks switch paths under torch.compiler.is_compiling() (torch 2.3+);
@@ -17,7 +18,6 @@ pytestmark = pytest.mark.skipif(
     not hasattr(torch.compiler, 'is_compiling'),
     reason=f'torch {torch.__version__} has no torch.compiler.is_compiling')
 
-MODES = ('gaussian', 'embedded_gaussian', 'dot_product', 'concatenation')
 C = 8
 BLOCKS = {
     **{

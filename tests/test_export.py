@@ -24,8 +24,8 @@ from nonlocal_plugin import (
     NonLocal2D,
     NonLocal3D,
 )
+from nonlocal_plugin.blocks.non_local import MODES
 
-MODES = ('gaussian', 'embedded_gaussian', 'dot_product', 'concatenation')
 C = 16
 # name: (factory, two input shapes)
 BLOCKS = {
