@@ -10,10 +10,12 @@ from . import backbones, compat  # noqa: F401
 from .blocks import (
     ContextBlock,
     DisentangledNonLocal,
+    DisentangledNonLocalDet2D,
     NonLocal1D,
     NonLocal2D,
     NonLocal3D,
     NonLocalNd,
+    SimplifiedNonLocal2D,
 )
 from .registry import MODELS, SCOPE
 
@@ -22,6 +24,7 @@ __version__ = '0.1.0'
 compat.apply_all()
 
 __all__ = [
-    'MODELS', 'SCOPE', 'ContextBlock', 'DisentangledNonLocal', 'NonLocal1D',
-    'NonLocal2D', 'NonLocal3D', 'NonLocalNd', '__version__'
+    'MODELS', 'SCOPE', 'ContextBlock', 'DisentangledNonLocal',
+    'DisentangledNonLocalDet2D', 'NonLocal1D', 'NonLocal2D', 'NonLocal3D',
+    'NonLocalNd', 'SimplifiedNonLocal2D', '__version__'
 ]

@@ -13,8 +13,19 @@ Two things differ from mmcv, neither touching its weights' behaviour:
   ``'channel_mul'`` (``x * sigmoid(t)``) halves the features at init; it is
   kept unchanged so that mmcv weights still give mmcv's outputs.
 * The bottleneck width ``int(in_channels * ratio)`` is at least 1.
+
+Options beyond mmcv, keyword-only, express the rows of GCNet's ablation of
+the transform (Table 2): ``ratio=None`` is one ``C x C`` 1x1 conv with no
+bottleneck ("w/o ratio"); ``use_layer_norm=False`` and ``use_relu=False``
+drop the LayerNorm and the ReLU of the bottleneck ("r16", "r16+ReLU",
+"r16+LN+ReLU" are ``ratio=1 / 16`` with neither, with the ReLU, with both).
+With the defaults the block is mmcv's, state dict and outputs included.
+:class:`SimplifiedNonLocal2D` is GCNet's simplified NL block (SNL),
+``ContextBlock(in_channels, ratio=None)``.
 """
-from typing import Sequence
+from __future__ import annotations
+
+from typing import Optional, Sequence
 
 import torch
 from mmengine.model import constant_init, kaiming_init
@@ -23,6 +34,7 @@ from torch import Tensor, nn
 from ..ops import softmax_pool
 from ..registry import MODELS
 from ._validate import (
+    check_bool,
     check_choice,
     check_input,
     check_positive_int,
@@ -33,13 +45,48 @@ POOLING_TYPES = ('att', 'avg')
 FUSION_TYPES = ('channel_add', 'channel_mul', 'channel_gate')
 
 
-def _transform(channels: int, planes: int) -> nn.Sequential:
-    """The bottleneck transform: 1x1 conv, LayerNorm, ReLU, 1x1 conv."""
+def _transform(channels: int, planes: Optional[int], layer_norm: bool,
+               relu: bool) -> nn.Sequential:
+    """The transform of the context vector.
+
+    The bottleneck is 1x1 conv, LayerNorm, ReLU, 1x1 conv (mmcv's modules
+    ``0`` to ``3``); a dropped LayerNorm or ReLU leaves an ``nn.Identity``
+    in its place, so the convs keep the keys ``0`` and ``3``. Without a
+    bottleneck (``planes=None``) it is one ``C x C`` conv, key ``0``.
+    """
+    if planes is None:
+        return nn.Sequential(nn.Conv2d(channels, channels, kernel_size=1))
     return nn.Sequential(
         nn.Conv2d(channels, planes, kernel_size=1),
-        nn.LayerNorm([planes, 1, 1]),
-        nn.ReLU(inplace=True),
+        nn.LayerNorm([planes, 1, 1]) if layer_norm else nn.Identity(),
+        nn.ReLU(inplace=True) if relu else nn.Identity(),
         nn.Conv2d(planes, channels, kernel_size=1))
+
+
+def _check_ratio(ratio: object) -> Optional[float]:
+    if ratio is None:
+        return None
+    try:
+        return check_positive_number('ratio', ratio)
+    except TypeError:
+        raise TypeError('ratio must be a positive number or None (no '
+                        f'bottleneck), got {ratio!r}') from None
+
+
+def _check_part(name: str, value: object, ratio: Optional[float]) -> bool:
+    """Resolves ``use_layer_norm`` / ``use_relu`` against the ratio."""
+    if value is None:
+        return ratio is not None
+    try:
+        value = check_bool(name, value)
+    except TypeError:
+        raise TypeError(f'{name} must be a bool or None, got {value!r}') \
+            from None
+    if value and ratio is None:
+        raise ValueError(f'{name}=True needs a bottleneck (a number ratio); '
+                         'ratio=None is one C x C conv. Allowed with '
+                         'ratio=None: None or False')
+    return value
 
 
 @MODELS.register_module()
@@ -48,8 +95,11 @@ class ContextBlock(nn.Module):
 
     Args:
         in_channels (int): Channels of the ``[N, C, H, W]`` input.
-        ratio (float): Bottleneck width of the transforms as a fraction of
-            ``in_channels`` (GCNet's ``r16`` is ``1 / 16``). Default: 1 / 16.
+        ratio (float, optional): Bottleneck width of the transforms as a
+            fraction of ``in_channels`` (GCNet's ``r16`` is ``1 / 16``), or
+            None for no bottleneck: one ``C x C`` 1x1 conv (GCNet's "w/o
+            ratio" row, the transform of the simplified NL block).
+            Default: 1 / 16.
         pooling_type (str): ``'att'`` (softmax-weighted sum over positions)
             or ``'avg'`` (global average). Default: ``'att'``.
         fusion_types (Sequence[str]): One or more of ``'channel_add'``
@@ -57,18 +107,33 @@ class ContextBlock(nn.Module):
             is not the identity at init) and ``'channel_gate'``
             (``x * 2 sigmoid(t)``, the identity at init). Multiplications
             apply before the addition. Default: ``('channel_add',)``.
+        use_layer_norm (bool, optional): LayerNorm after the first conv of
+            the bottleneck. Keyword-only. Default: None, which is True with
+            a bottleneck (mmcv's block) and False with ``ratio=None`` (where
+            True is refused).
+        use_relu (bool, optional): ReLU in the bottleneck, as
+            ``use_layer_norm``. Default: None.
+
+    The last conv of each transform starts at zero, so with
+    ``'channel_add'`` and ``'channel_gate'`` the block is the identity at
+    init.
     """
 
     _abbr_ = 'context_block'
 
     def __init__(self,
                  in_channels: int,
-                 ratio: float = 1. / 16,
+                 ratio: Optional[float] = 1. / 16,
                  pooling_type: str = 'att',
-                 fusion_types: Sequence[str] = ('channel_add', )) -> None:
+                 fusion_types: Sequence[str] = ('channel_add', ),
+                 *,
+                 use_layer_norm: Optional[bool] = None,
+                 use_relu: Optional[bool] = None) -> None:
         super().__init__()
         in_channels = check_positive_int('in_channels', in_channels)
-        ratio = check_positive_number('ratio', ratio)
+        ratio = _check_ratio(ratio)
+        use_layer_norm = _check_part('use_layer_norm', use_layer_norm, ratio)
+        use_relu = _check_part('use_relu', use_relu, ratio)
         check_choice('pooling_type', pooling_type, POOLING_TYPES)
         if isinstance(fusion_types, str) or not isinstance(
                 fusion_types, Sequence):
@@ -81,7 +146,11 @@ class ContextBlock(nn.Module):
             check_choice('fusion_types', fusion, FUSION_TYPES)
         self.in_channels = in_channels
         self.ratio = ratio
-        self.planes = max(1, int(in_channels * ratio))
+        # None: no bottleneck.
+        self.planes = (None if ratio is None else max(
+            1, int(in_channels * ratio)))
+        self.use_layer_norm = use_layer_norm
+        self.use_relu = use_relu
         self.pooling_type = pooling_type
         self.fusion_types = tuple(fusion_types)
         # None for 'avg', as the absent transforms are, so that TorchScript
@@ -89,7 +158,8 @@ class ContextBlock(nn.Module):
         self.conv_mask = (nn.Conv2d(in_channels, 1, kernel_size=1)
                           if pooling_type == 'att' else None)
         for fusion in FUSION_TYPES:
-            transform = (_transform(in_channels, self.planes)
+            transform = (_transform(in_channels, self.planes, use_layer_norm,
+                                    use_relu)
                          if fusion in self.fusion_types else None)
             setattr(self, f'{fusion}_conv', transform)
         self.init_weights()
@@ -127,4 +197,30 @@ class ContextBlock(nn.Module):
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, planes={self.planes}, '
                 f'pooling_type={self.pooling_type!r}, '
-                f'fusion_types={self.fusion_types}')
+                f'fusion_types={self.fusion_types}, '
+                f'use_layer_norm={self.use_layer_norm}, '
+                f'use_relu={self.use_relu}')
+
+
+@MODELS.register_module()
+class SimplifiedNonLocal2D(ContextBlock):
+    """GCNet's simplified non-local block (SNL, GCNet Sec. 3.2, Fig. 3b).
+
+    ``x_i + W_v sum_j softmax_j(W_k x_j) x_j + b_v``: attention pooling and
+    one ``C x C`` 1x1 conv (``W_v``, with a bias), added to every position;
+    no bottleneck, LayerNorm or ReLU. It is
+    ``ContextBlock(in_channels, ratio=None)``, with the same state-dict
+    keys (``conv_mask``, ``channel_add_conv.0``). ``W_v`` starts at zero,
+    so the block is the identity at init. (The DNL authors' detection code
+    writes SNL as ``ContextBlock(..., simple=True)``, with ``W_v`` applied
+    before the pooling, which is the same function, no bias and a normal
+    init of std 0.01.)
+
+    Args:
+        in_channels (int): Channels of the ``[N, C, H, W]`` input.
+    """
+
+    _abbr_ = 'snl_block'
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__(in_channels, None, 'att', ('channel_add', ))
