@@ -76,7 +76,7 @@ lint: setup
 	$(VENV)/bin/vermin --target=3.8- --violations --no-tips --quiet nonlocal_plugin tools tests configs
 
 bench: setup
-	$(PY) tools/benchmark.py --out benchmark.md
+	$(PY) tools/benchmark.py --runs 3 --out benchmark.md
 
 clean-venv:
 	rm -rf $(VENV)

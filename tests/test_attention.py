@@ -15,7 +15,8 @@ BATCH, QUERIES = 2, 168  # 12 x 14 positions
 
 
 def _pair(cls, dtype, **kwargs):
-    fused = cls(32, zeros_init=False, std=0.2, **kwargs).to(dtype)
+    fused = cls(32, zeros_init=False, std=0.2, attn_impl='fused',
+                **kwargs).to(dtype)
     reference = cls(32, zeros_init=False, std=0.2, attn_impl='reference',
                     **kwargs).to(dtype)
     reference.load_state_dict(fused.state_dict())

@@ -6,6 +6,7 @@ every row with numbers in it, that peak memory is measured to the page,
 that a peer too big for the cap is skipped without being run, and that the
 targets are judged from the measured numbers.
 """
+import os
 import re
 import time
 
@@ -140,7 +141,11 @@ def test_quick_run_has_rates_and_targets(quick_report):
             row['fraction of mm']), row
     targets = [line for line in report.splitlines() if line.startswith('- [')]
     assert len(targets) == len(benchmark.TARGETS)
-    # The quick grid has no res3 or N=4096 shape: nothing is judged.
+    # The quick grid has no res3 or N=4096 shape and no model: only the
+    # every-row target is judged, on its rows.
+    every_row = targets.pop(4)
+    assert every_row.startswith(('- [PASS] every block row',
+                                 '- [FAIL] every block row')), every_row
     assert all(line.startswith('- [NOT RUN]') for line in targets)
 
 
@@ -183,10 +188,14 @@ def _ok(time_s, extra_bytes, flops=None):
     return result
 
 
-def _results(softmax_ours, dot_ours, concat_ours, attention_time):
+def _results(softmax_ours, dot_ours, concat_ours, attention_time,
+             model_ours):
     res3 = ('block', 'res3', 'nl')
     n4096 = ('block', 'n4096', 'nl', 'concatenation')
+    model = ('model', (800, 1216))
     return {
+        model + ('ours', ): model_ours,
+        model + ('peer', ): _ok(10.0, 0),
         res3 + ('embedded_gaussian', 'ours'): softmax_ours,
         res3 + ('embedded_gaussian', 'peer'): _ok(1.0, 1000 * MB),
         res3 + ('dot_product', 'ours'): dot_ours,
@@ -202,13 +211,47 @@ def _results(softmax_ours, dot_ours, concat_ours, attention_time):
 def test_targets_are_judged_from_the_numbers():
     grid = dict(benchmark.GRID)
     passing = _results(_ok(0.5, 100 * MB), _ok(0.05, 10 * MB),
-                       _ok(3.0, 200 * MB), attention_time=1.25)
+                       _ok(3.0, 200 * MB), attention_time=1.1,
+                       model_ours=_ok(9.9, 0))
     verdicts = [v for v, _ in benchmark.check_targets(passing, grid)]
-    assert verdicts == ['PASS'] * 4
-    failing = _results(_ok(0.9, 100 * MB), _ok(0.2, 10 * MB),
-                       _ok(3.0, 2 * GB), attention_time=1.5)
+    assert verdicts == ['PASS'] * 6
+    failing = _results(_ok(0.9, 100 * MB), _ok(0.2, 1100 * MB),
+                       _ok(3.0, 2 * GB), attention_time=1.25,
+                       model_ours=_ok(10.5, 0))
     checked = benchmark.check_targets(failing, grid)
-    assert [v for v, _ in checked] == ['FAIL'] * 4
+    assert [v for v, _ in checked] == ['FAIL'] * 6
     assert 'time 0.900x' in checked[0][1]
     assert '5.0x faster' in checked[1][1]
-    assert '66.7%' in checked[3][1]
+    assert '80.0%' in checked[3][1]
+    # Every row over 1.0x is named, with the ratio that missed.
+    assert 'NL res3 dot_product memory 1.100x' in checked[4][1]
+    assert '1 over 1.0x' in checked[4][1]
+    assert '1.050x' in checked[5][1]
+
+
+def test_runs_merge_to_medians_with_their_range():
+    key, bad = ('block', 'small', 'nl', 'gaussian', 'ours'), ('mm', 64)
+    runs = [{key: _ok(t, b), bad: _ok(1.0, 0)}
+            for t, b in ((0.3, 5 * MB), (0.1, 7 * MB), (0.2, 6 * MB))]
+    runs[1][bad] = dict(status='failed', note='timed out after 1 s')
+    merged = benchmark.runner.merge_runs(runs)
+    assert merged[key]['time_s'] == 0.2
+    assert merged[key]['extra_bytes'] == 6 * MB
+    assert merged[key]['time_runs'] == [0.3, 0.1, 0.2]
+    assert merged[bad]['status'] == 'failed'  # one bad run is not hidden
+    peer = _ok(0.4, 6 * MB)
+    peer.update(time_runs=[0.4, 0.4, 0.4], bytes_runs=[6 * MB] * 3)
+    row, _ = _one_row(merged[key], peer)
+    assert row['ours ms'] == '200 (100-300)'
+    assert row['time ours/peer'] == '0.500 (0.250-0.750)'
+    assert row['memory ours/peer'] == '1.000 (0.833-1.167)'
+
+
+def test_cuda_forkserver_answers_availability_through_nvml(monkeypatch):
+    """mmengine and mmcv ask torch.cuda.is_available() at import; through
+    NVML that does not initialise CUDA in the forkserver."""
+    monkeypatch.delenv('PYTORCH_NVML_BASED_CUDA_CHECK', raising=False)
+    benchmark.runner.mp_context('forkserver', 'cpu')
+    assert 'PYTORCH_NVML_BASED_CUDA_CHECK' not in os.environ
+    benchmark.runner.mp_context('forkserver', 'cuda')
+    assert os.environ['PYTORCH_NVML_BASED_CUDA_CHECK'] == '1'

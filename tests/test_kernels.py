@@ -1,15 +1,24 @@
 """Which softmax kernel runs, and that none builds the ``[N, M]`` map.
 
-The fused path runs a fused SDPA backend where one takes the input and the
+The fused path runs the symmetric tile-pair kernel where the queries are the
+keys (CPU), a fused SDPA backend where one takes the input, and the
 query-chunked kernel (:mod:`nonlocal_plugin.ops.chunked`) otherwise; the
 reference path is never a fallback, and errors (out of memory above all)
-are never swallowed.
+are never swallowed. ``'auto'`` builds the map only below the measured
+crossover.
 """
 import pytest
 import torch
 
 from nonlocal_plugin import DisentangledNonLocal, NonLocal2D
-from nonlocal_plugin.ops import attention, chunked, sdpa, softmax_attention
+from nonlocal_plugin.ops import (
+    attention,
+    chunked,
+    materialised,
+    sdpa,
+    softmax_attention,
+    symmetric,
+)
 
 OOM = getattr(torch, 'OutOfMemoryError', torch.cuda.OutOfMemoryError)
 
@@ -66,7 +75,7 @@ def no_fused_backend(monkeypatch):
 
 def test_no_fused_kernel_means_chunked_not_reference(no_fused_backend):
     tensors = _inputs(2, 40, 40, 8, 8, dtype=torch.float32)
-    out = softmax_attention(*tensors, scale=0.3)
+    out = softmax_attention(*tensors, scale=0.3, impl='fused')
     logits = torch.matmul(tensors[0], tensors[1].transpose(1, 2)) * 0.3
     want = torch.matmul(logits.softmax(-1), tensors[2])
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
@@ -80,7 +89,7 @@ def test_no_fused_kernel_means_chunked_not_reference(no_fused_backend):
 ])
 def test_block_on_chunked_kernel_matches_reference(monkeypatch, make):
     monkeypatch.setattr(attention, 'fused_backend', lambda *a, **k: None)
-    fused, reference = make(), make(attn_impl='reference')
+    fused, reference = make(attn_impl='fused'), make(attn_impl='reference')
     with torch.no_grad():
         for p in fused.parameters():
             p.normal_(0, 0.2)
@@ -109,7 +118,9 @@ def _saved_numels(fn):
     return sizes
 
 
+# 1200 positions: 'auto' builds maps only up to MATERIALISE_ELEMENTS.
 @pytest.mark.parametrize('impl, builds_map', [('fused', False),
+                                              ('auto', False),
                                               ('reference', True)])
 @pytest.mark.parametrize('chunked_only', [False, True])
 def test_backward_never_keeps_the_map(monkeypatch, impl, builds_map,
@@ -139,9 +150,9 @@ def test_kernel_errors_propagate(monkeypatch, error):
     monkeypatch.setattr(attention.F, 'scaled_dot_product_attention', fail)
     tensors = _inputs(1, 16, 16, 8, 8, dtype=torch.float32)
     with pytest.raises(type(error), match=str(error)):
-        softmax_attention(*tensors)
+        softmax_attention(*tensors, impl='fused')
     with pytest.raises(type(error)):
-        NonLocal2D(16)(torch.randn(1, 16, 4, 4))
+        NonLocal2D(16, attn_impl='fused')(torch.randn(1, 16, 4, 4))
 
 
 def test_backend_probe_refuses_what_a_kernel_refuses(monkeypatch):
@@ -176,9 +187,153 @@ def test_pre_2_3_backend_switch(monkeypatch):
         assert sdpa.fused_backend(torch.device('cpu'), torch.float32,
                                   16) == 'flash'
         tensors = _inputs(1, 20, 20, 16, 16, dtype=torch.float32)
-        out = softmax_attention(*tensors)
+        out = softmax_attention(*tensors, impl='fused')
         want = attention._reference_softmax(*tensors, 1.0)
         torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
     finally:
         sdpa._accepts.cache_clear()
 
+
+
+@pytest.mark.parametrize('batch, positions, width, v_width', [
+    (1, 37, 8, 8),
+    (2, 50, 12, 5),  # the gaussian block's shape: value narrower
+    (3, 23, 4, 9),
+])
+@pytest.mark.parametrize('tile', [49, 1 << 18])  # 7-row tiles, one tile
+def test_symmetric_kernel_equals_reference(monkeypatch, batch, positions,
+                                           width, v_width, tile):
+    monkeypatch.setattr(symmetric, 'TILE_ELEMENTS', tile * batch)
+    x = torch.randn(batch, positions, width, dtype=torch.float64,
+                    requires_grad=True)
+    v = torch.randn(batch, positions, v_width, dtype=torch.float64,
+                    requires_grad=True)
+    grad_out = torch.randn(batch, positions, v_width, dtype=torch.float64)
+    got = _grads(lambda x_, v_: symmetric.symmetric_softmax_attention(
+        x_, v_, 0.7), (x, v), grad_out)
+    want = _grads(lambda x_, v_: attention._reference_softmax(
+        x_, x_, v_, 0.7), (x, v), grad_out)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_symmetric_kernel_gradcheck(monkeypatch):
+    monkeypatch.setattr(symmetric, 'TILE_ELEMENTS', 16)  # 4-row tiles
+    x = torch.randn(2, 11, 3, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 11, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda *t: symmetric.symmetric_softmax_attention(*t, 0.5), (x, v))
+
+
+@pytest.mark.parametrize('sub_sample, kernel', [(False, 'symmetric'),
+                                                (True, 'chunked')])
+def test_gaussian_block_runs_the_kernel_for_its_shape(monkeypatch, sub_sample,
+                                                      kernel):
+    """Without sub-sampling the queries are the keys: the symmetric kernel.
+    Sub-sampled, the value is narrower than the keys: chunked, unpadded."""
+    ran = []
+    for name in ('symmetric_softmax_attention', 'chunked_softmax_attention',
+                 '_sdpa', '_reference_softmax'):
+        real = getattr(attention, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            ran.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(attention, name, spy)
+    block = NonLocal2D(16, sub_sample, mode='gaussian', attn_impl='fused')
+    block(torch.randn(1, 16, 8, 10)).sum().backward()
+    assert ran == [f'{kernel}_softmax_attention']
+
+
+@pytest.mark.parametrize('impl, mode, n, m, cq, cv, device, builds', [
+    ('auto', 'embedded_gaussian', 512, 512, 64, 64, 'cpu', True),
+    ('auto', 'embedded_gaussian', 1024, 1024, 128, 128, 'cpu', False),
+    ('auto', 'embedded_gaussian', 4200, 4200, 512, 512, 'cpu', False),
+    ('auto', 'gaussian', 1024, 256, 256, 128, 'cpu', True),
+    ('auto', 'embedded_gaussian', 512, 512, 64, 64, 'cuda', True),
+    ('auto', 'embedded_gaussian', 16800, 16800, 256, 256, 'cuda', False),
+    ('auto', 'dot_product', 64, 64, 256, 256, 'cpu', True),  # N < C
+    ('auto', 'dot_product', 4096, 4096, 256, 256, 'cpu', False),
+    ('auto', 'concatenation', 8, 8, 4, 4, 'cpu', False),
+    ('fused', 'embedded_gaussian', 8, 8, 4, 4, 'cpu', False),
+    ('reference', 'embedded_gaussian', 4200, 4200, 512, 512, 'cpu', True),
+])
+def test_auto_builds_the_map_only_below_the_crossover(impl, mode, n, m, cq,
+                                                       cv, device, builds):
+    limit = attention.MATERIALISE_ELEMENTS['cpu']
+    assert 512 * 512 <= limit < 1024 * 1024  # what the rows above assume
+    assert attention.materialises(impl, mode, torch.device(device), n, m, cq,
+                                  cv) is builds
+
+
+def test_auto_equals_fused_and_reference_on_both_sides(monkeypatch):
+    """Small input: the map (auto == reference); with the crossover at 0
+    the same input runs fused. Both agree with the textbook path."""
+    q, k, v = _inputs(2, 30, 30, 8, 8)
+    want = attention._reference_softmax(q, k, v, 0.4)
+    small = softmax_attention(q, k, v, scale=0.4)
+    monkeypatch.setitem(attention.MATERIALISE_ELEMENTS, 'cpu', 0)
+    large = softmax_attention(q, k, v, scale=0.4)
+    torch.testing.assert_close(small, want, rtol=0, atol=0)
+    torch.testing.assert_close(large, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('kernel', ['symmetric', 'chunked'])
+def test_tiny_weight_floor_stays_below_fp32_resolution(monkeypatch, kernel):
+    """Gaussian-like logits hundreds apart: the weights floored at e^-40
+    (no subnormals) move the outputs by far less than fp32's eps."""
+    monkeypatch.setattr(symmetric, 'TILE_ELEMENTS', 64)
+    monkeypatch.setattr(chunked, 'TILE_ELEMENTS', 64)
+    x = torch.randn(1, 40, 16, dtype=torch.float64) * 6  # |logits| ~ 150
+    x.requires_grad_(True)
+    v = torch.randn(1, 40, 8, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(1, 40, 8, dtype=torch.float64)
+    fused = (symmetric.symmetric_softmax_attention if kernel == 'symmetric'
+             else lambda x_, v_, s: chunked.chunked_softmax_attention(
+                 x_, x_, v_, s))
+    got = _grads(lambda x_, v_: fused(x_, v_, 1.0), (x, v), grad_out)
+    want = _grads(lambda x_, v_: attention._reference_softmax(x_, x_, v_, 1.0),
+                  (x, v), grad_out)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize('batch, queries, keys, qk, v, scale', [
+    (1, 37, 37, 8, 8, 0.7),
+    (2, 50, 13, 4, 24, 1.0),  # sub-sampled keys, wider value, no scale
+])
+def test_materialised_kernel_equals_reference(batch, queries, keys, qk, v,
+                                              scale):
+    tensors = _inputs(batch, queries, keys, qk, v)
+    grad_out = torch.randn(batch, queries, v, dtype=torch.float64)
+    got = _grads(lambda *t: materialised.materialised_softmax_attention(
+        *t, scale), tensors, grad_out)
+    want = _grads(lambda *t: attention._reference_softmax(*t, scale),
+                  tensors, grad_out)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda *t: materialised.materialised_softmax_attention(*t, scale),
+        [t.detach()[:, :9].requires_grad_() for t in tensors])
+
+
+def test_materialised_kernel_keeps_one_map_for_the_backward():
+    q, k, v = _inputs(1, 300, 300, 8, 8, dtype=torch.float32)
+    sizes = _saved_numels(
+        lambda: materialised.materialised_softmax_attention(q, k, v, 0.5))
+    assert sorted(sizes)[-2:] == [300 * 8, 300 * 300]  # one map, no logits
+    textbook = _saved_numels(
+        lambda: attention._reference_softmax(q, k, v, 0.5))
+    assert max(textbook) == 300 * 300
+
+
+def test_auto_limit_for_queries_that_are_keys():
+    """gaussian without sub-sampling: the symmetric kernel's own crossover."""
+    cpu = torch.device('cpu')
+    n = 1024  # N * M = 2^20: above the general limit, within the shared one
+    assert not attention.materialises('auto', 'gaussian', cpu, n, n, 256, 128)
+    assert attention.materialises('auto', 'gaussian', cpu, n, n, 256, 128,
+                                  shared=True)
+    assert not attention.materialises('auto', 'gaussian', cpu, 2 * n, 2 * n,
+                                      256, 128, shared=True)

@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
 # The CUDA checks, prepared to run in ONE call on a GPU machine.
 #
-# STATUS: NOT RUN YET ON A GPU. Written on a CPU-only machine, where only
-# a lint (ShellCheck) and a dry run of the test and bench stages passed
-# (the CUDA tests collected and skipped; the bench with BENCH_DEVICE=cpu);
-# the install stage has not run anywhere. The first session with a GPU runs it
-# (device tool: `bash tools/gpu_check.sh`, timeout_s 600) and reports what
-# it prints. nonlocal_plugin imports with mmcv-lite (its mmdet/mmseg
-# backbones register stand-ins when mmcv.ops is missing), so the fallback
-# build below should not be needed for the blocks.
+# STATUS: run on an NVIDIA H200 (Python 3.12.3, torch 2.11.0+cu130) on
+# 2026-11-27, through the device tool; the README's CUDA section has what
+# it printed. The first run found that the benchmark's forked workers could
+# not use CUDA (fixed in nonlocal_plugin/benchmark/runner.py). The package
+# imports with mmcv-lite (its mmdet/mmseg backbones register stand-ins when
+# mmcv.ops is missing), so the fallback build below was not needed.
 #
 # That machine: Python 3.12, torch 2.11 with CUDA, pytest, no OpenMMLab
 # package and no network. shared/gpu/ (or ../shared/gpu/) holds the wheels
@@ -28,17 +26,21 @@
 #            build hides the GPU (CUDA_VISIBLE_DEVICES=).
 #   test     python -m pytest -q -m cuda -s tests/test_cuda.py
 #   bench    tools/benchmark.py --device cuda: the block rows in fp32 (with
-#            the rate rows), then under --amp fp16 and --amp bf16. The DNL
+#            the rate rows), tools/attention_crossover.py --device cuda
+#            (where building the map stops paying on this GPU), then the
+#            block rows under --amp fp16 and --amp bf16. A row that failed
+#            fails the stage. The DNL
 #            rows need mmseg (which needs mmcv.ops) and are left out when
 #            it does not import; the Mask R-CNN row is always left out (it
 #            needs mmcv's CUDA ops: MMCV_BUILD=cuda-ops GPU_CHECK_MODEL=1).
 #
 # Outputs go to $OUT when set (the device tool brings them back), else to
 # /tmp/gpu_check: env.txt (versions, GPU, install log), pytest_cuda.log,
-# bench_fp32.md, bench_fp16.md, bench_bf16.md, bench.log (progress).
+# bench_fp32.md, crossover_cuda.md, bench_fp16.md, bench_bf16.md,
+# bench.log (progress).
 #
 # Knobs (environment): PYTHON (python3), MMCV_BUILD (auto | lite | cpu-ops
-# | cuda-ops; auto = lite, else cpu-ops), BENCH_GRID ("res4 res3"; names of
+# | cuda-ops; auto = lite, else cpu-ops), BENCH_GRID (all four; names of
 # nonlocal_plugin.benchmark.GRID or CxHxW), BENCH_REPEATS (3),
 # TEST_TIMEOUT (360 s), BENCH_TIMEOUT (200 s per precision),
 # GPU_CHECK_MODEL (0), BENCH_DEVICE (cuda; cpu only to dry-run the script
@@ -162,6 +164,7 @@ stage_test() {
 
 stage_bench() {
     local blocks="nl" model="--skip-model" precision
+    local grid=${BENCH_GRID:-small n4096 res4 res3}
     if imports "import mmseg.models.decode_heads.dnl_head"; then
         blocks="nl dnl"
     else
@@ -181,11 +184,11 @@ stage_bench() {
         else
             extra+=(--amp "$precision" --skip-model)
         fi
-        log "bench $precision: --grid ${BENCH_GRID:-res4 res3}" \
-            "--blocks $blocks (timeout $secs s)"
+        log "bench $precision: --grid $grid --blocks $blocks" \
+            "(timeout $secs s)"
         # shellcheck disable=SC2086  # the lists split into words
         timeout "$secs" "$PY" tools/benchmark.py \
-            --device "${BENCH_DEVICE:-cuda}" --grid ${BENCH_GRID:-res4 res3} \
+            --device "${BENCH_DEVICE:-cuda}" --grid $grid \
             --blocks $blocks \
             --repeats "${BENCH_REPEATS:-3}" --timeout 120 $model \
             ${extra[@]+"${extra[@]}"} --out "$OUTDIR/bench_$precision.md" \
@@ -193,6 +196,17 @@ stage_bench() {
             || fail "bench $precision (see bench.log)"
         [ -f "$OUTDIR/bench_$precision.md" ] \
             && cat "$OUTDIR/bench_$precision.md"
+        if grep -q 'failed \[' "$OUTDIR/bench_$precision.md" 2>/dev/null; then
+            fail "bench $precision: some rows failed (see its notes)"
+        fi
+        if [ "$precision" = fp32 ] && secs=$(limit 90); then
+            log "crossover: tools/attention_crossover.py (timeout $secs s)"
+            timeout "$secs" "$PY" tools/attention_crossover.py \
+                --device "${BENCH_DEVICE:-cuda}" \
+                >"$OUTDIR/crossover_cuda.md" 2>>"$OUTDIR/bench.log" \
+                || fail "crossover (see bench.log)"
+            grep -v '^\[' "$OUTDIR/crossover_cuda.md"
+        fi
     done
 }
 

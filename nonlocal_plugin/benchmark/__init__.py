@@ -9,8 +9,8 @@ checks) and :mod:`.cli`. It prints markdown
 tables of median time and peak extra memory, with ratios to the peer
 (ours / peer, so lower is better), for:
 
-* :class:`~nonlocal_plugin.NonLocal2D` (``attn_impl='fused'``) against
-  mmcv's ``NonLocal2d`` in every pairwise mode;
+* :class:`~nonlocal_plugin.NonLocal2D` (``attn_impl='auto'``, its
+  default) against mmcv's ``NonLocal2d`` in every pairwise mode;
 * :class:`~nonlocal_plugin.DisentangledNonLocal` against mmseg's
   ``DisentangledNonLocal2d`` (``embedded_gaussian``, temperature 0.05);
 * one train step of Mask R-CNN R50-FPN with one NL block in res4 (after the

@@ -7,7 +7,7 @@ from typing import Dict, Sequence, Tuple
 
 from .memory import usable_cores
 from .report import check_targets, machine_line, render
-from .runner import Runner
+from .runner import Runner, merge_runs
 from .settings import (
     AMP_DTYPES,
     BLOCKS,
@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         help='how workers start: forked from a server that imported the '
         'libraries once, or each a new interpreter (slower to start). '
         'Default: forkserver')
+    parser.add_argument(
+        '--runs', type=_positive_int, default=1,
+        help='full runs of everything selected, one after the other; each '
+        'cell then gives the median over the runs and their range. '
+        'Default: 1')
     parser.add_argument('--out', help='also write the report to this file')
     parser.add_argument('--strict', action='store_true',
                         help='exit 1 unless every target passes')
@@ -127,16 +132,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     grid = _finish_args(args)
     machine = machine_line(args)
-    runner = Runner(args)
-    if not args.skip_blocks:
-        runner.run_blocks(grid)
-    if not args.skip_rates:
-        runner.run_rates(QUICK_MM_SIZE if args.quick else MM_SIZE,
-                         QUICK_ATTENTION if args.quick else RES3_ATTENTION)
-    if not args.skip_model:
-        runner.run_model(tuple(args.image_size))
-    targets = check_targets(runner.results, grid)
-    report = render(args, grid, runner.results, machine, targets)
+    runs = []
+    for index in range(args.runs):
+        if args.runs > 1:
+            print(f'[benchmark] full run {index + 1} of {args.runs}',
+                  file=sys.stderr, flush=True)
+        runner = Runner(args)
+        if not args.skip_blocks:
+            runner.run_blocks(grid)
+        if not args.skip_rates:
+            runner.run_rates(QUICK_MM_SIZE if args.quick else MM_SIZE,
+                             QUICK_ATTENTION if args.quick else RES3_ATTENTION)
+        if not args.skip_model:
+            runner.run_model(tuple(args.image_size))
+        runs.append(runner.results)
+    results = merge_runs(runs)
+    targets = check_targets(results, grid)
+    report = render(args, grid, results, machine, targets)
     sys.stdout.write(report)
     if args.out:
         with open(args.out, 'w', encoding='utf-8') as f:

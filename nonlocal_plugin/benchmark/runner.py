@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import signal
+import statistics
 import sys
 import time
 from typing import Any, Dict, List, Sequence, Tuple
@@ -12,12 +14,28 @@ from .settings import DNL_MODE, GB, MB, PRELOAD, Shape
 from .worker import make_result, peer_pairwise_bytes, worker_main
 
 
-def mp_context(start_method: str):
-    """A multiprocessing context; the forkserver preloads the libraries."""
+def mp_context(start_method: str, device: str = 'cpu'):
+    """A multiprocessing context; the forkserver preloads the libraries.
+
+    On CUDA, the libraries' import-time ``torch.cuda.is_available()``
+    (mmengine's, mmcv's) would initialise the driver in the server and
+    forbid CUDA in every process forked from it. The server therefore
+    starts with ``PYTORCH_NVML_BASED_CUDA_CHECK=1``, which answers that
+    question through NVML without initialising CUDA.
+    """
     context = multiprocessing.get_context(start_method)
     if start_method == 'forkserver':
+        if device == 'cuda':
+            os.environ.setdefault('PYTORCH_NVML_BASED_CUDA_CHECK', '1')
         context.set_forkserver_preload(list(PRELOAD))
     return context
+
+
+def forked_cuda_works(context, timeout: float = 300.0) -> Tuple[bool, str]:
+    """Whether a worker forked from ``context`` can use CUDA."""
+    result = run_isolated(dict(task='cuda_probe', device='cuda', threads=1),
+                          context, timeout)
+    return result['status'] == 'ok', result['note']
 
 
 def run_isolated(spec: Dict[str, Any], context,
@@ -92,7 +110,15 @@ class Runner:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.context = mp_context(args.start_method)
+        self.context = mp_context(args.start_method, args.device)
+        if args.device == 'cuda' and args.start_method == 'forkserver':
+            works, why = forked_cuda_works(self.context)
+            if not works:
+                print(f'[benchmark] CUDA fails in forked workers ({why}); '
+                      'starting each worker as a new interpreter (spawn)',
+                      file=sys.stderr, flush=True)
+                args.start_method = 'spawn'
+                self.context = mp_context('spawn')
         self.results: Dict[tuple, Dict[str, Any]] = {}
         self.base = dict(device=args.device, threads=args.threads,
                          repeats=args.repeats,
@@ -133,3 +159,35 @@ class Runner:
         for impl in ('ours', 'peer'):
             self.run(('model', image_size, impl), task='model', impl=impl,
                      size=image_size, repeats=self.args.model_repeats)
+
+
+def merge_runs(runs: Sequence[Dict[tuple, Dict[str, Any]]]
+               ) -> Dict[tuple, Dict[str, Any]]:
+    """One result per case from several full runs.
+
+    A case measured in every run gets the median of its times and of its
+    memory peaks, and keeps each run's numbers (``time_runs``,
+    ``bytes_runs``) for the spread; a case that failed or was skipped in any
+    run keeps that run's result.
+
+    Args:
+        runs (list[dict]): :attr:`Runner.results` of each run.
+
+    Returns:
+        dict: Results keyed as :attr:`Runner.results`.
+    """
+    merged = {}
+    for key in runs[0]:
+        results = [run[key] for run in runs if key in run]
+        bad = next((r for r in results if r['status'] != 'ok'), None)
+        if bad is not None or len(runs) == 1:
+            merged[key] = bad or results[0]
+            continue
+        result = dict(results[0])
+        for field, runs_field in (('time_s', 'time_runs'),
+                                  ('extra_bytes', 'bytes_runs')):
+            values = [r[field] for r in results]
+            result[field] = statistics.median(values)
+            result[runs_field] = values
+        merged[key] = result
+    return merged

@@ -138,7 +138,7 @@ def build_block(block: str, impl: str, mode: str, channels: int,
     if block == 'nl' and impl == 'ours':
         from nonlocal_plugin import NonLocal2D
         return NonLocal2D(channels, mode=mode, sub_sample=sub_sample,
-                          attn_impl='fused')
+                          attn_impl='auto')
     if block == 'nl':
         from mmcv.cnn import NonLocal2d
         return NonLocal2d(channels, mode=mode, sub_sample=sub_sample)
@@ -146,7 +146,7 @@ def build_block(block: str, impl: str, mode: str, channels: int,
         from nonlocal_plugin import DisentangledNonLocal
         return DisentangledNonLocal(channels, mode=mode,
                                     temperature=DNL_TEMPERATURE,
-                                    sub_sample=sub_sample, attn_impl='fused')
+                                    sub_sample=sub_sample, attn_impl='auto')
     from mmseg.models.decode_heads.dnl_head import DisentangledNonLocal2d
     return DisentangledNonLocal2d(channels, temperature=DNL_TEMPERATURE,
                                   mode=mode, sub_sample=sub_sample)
@@ -268,18 +268,18 @@ def measure_model(spec: Dict[str, Any]) -> Dict[str, Any]:
 
     Both implementations get the weights the peer's model is initialised
     with (our block loads mmcv's state dict), so the two sample the same
-    proposals and differ only in the NL block.
+    proposals and differ only in the NL block. Both workers build two
+    models, the peer's and then the one measured, so that they start the
+    step with the same allocation history.
     """
     import torch
     device = spec['device']
     height, width = spec['size']
     torch.manual_seed(0)
-    model = build_mask_rcnn('peer')
-    if spec['impl'] == 'ours':
-        weights = model.state_dict()
-        model = build_mask_rcnn('ours')
-        model.load_state_dict(weights)
-        del weights
+    weights = build_mask_rcnn('peer').state_dict()
+    model = build_mask_rcnn(spec['impl'])
+    model.load_state_dict(weights)
+    del weights
     model = model.to(device).train()
     image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
     data = model.data_preprocessor(
@@ -296,11 +296,19 @@ def measure_model(spec: Dict[str, Any]) -> Dict[str, Any]:
     return time_and_memory(step, spec['repeats'], device)
 
 
+def measure_cuda_probe(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """One CUDA operation: whether this process can use the GPU."""
+    import torch
+    torch.zeros(1, device='cuda').add_(1).item()
+    return make_result('ok', time_s=0.0, extra_bytes=0)
+
+
 MEASURES = {
     'block': measure_block,
     'mm': measure_mm,
     'attention': measure_attention,
     'model': measure_model,
+    'cuda_probe': measure_cuda_probe,
 }
 
 

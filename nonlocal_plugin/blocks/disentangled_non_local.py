@@ -49,7 +49,8 @@ class DisentangledNonLocal(NonLocalNd):
             Default: 0.01.
         zeros_init (bool): Start ``conv_out`` (or its norm) at zero.
             Default: True.
-        attn_impl (str): ``'fused'`` or ``'reference'``. Default: ``'fused'``.
+        attn_impl (str): ``'auto'``, ``'fused'`` or ``'reference'``, as in
+            :class:`~nonlocal_plugin.NonLocal2D`. Default: ``'auto'``.
     """
 
     _abbr_ = 'dnl_block'
@@ -69,7 +70,7 @@ class DisentangledNonLocal(NonLocalNd):
                  norm_cfg: dict | None = None,
                  std: float = 0.01,
                  zeros_init: bool = True,
-                 attn_impl: str = 'fused') -> None:
+                 attn_impl: str = 'auto') -> None:
         self.temperature = check_positive_number('temperature', temperature)
         self.use_pairwise = check_bool('use_pairwise', use_pairwise)
         self.use_unary = check_bool('use_unary', use_unary)

@@ -7,8 +7,10 @@ state-dict layout these blocks keep, so that its weights load unchanged.
 One class, :class:`NonLocalNd`, covers 1-D, 2-D and 3-D inputs through the
 dim table in :mod:`._dims`; ``NonLocal1D``, ``NonLocal2D`` and ``NonLocal3D``
 only fix ``dim``. The pairwise functions live in :mod:`nonlocal_plugin.ops`,
-where each has a fused path that never builds the ``N x N`` map and the
-materialising reference path (``attn_impl='reference'``).
+where each has a fused path that never builds the ``N x N`` map
+(``attn_impl='fused'``), the materialising reference path
+(``'reference'``) and a per-call choice between them (``'auto'``, the
+default: see :mod:`nonlocal_plugin.ops.attention`).
 """
 from __future__ import annotations
 
@@ -72,9 +74,10 @@ class NonLocalNd(nn.Module):
             Default: 0.01.
         zeros_init (bool): Start ``conv_out`` (or its norm) at zero, making
             the block the identity at init. Default: True.
-        attn_impl (str): ``'fused'`` (kernels that never build the ``N x M``
-            map) or ``'reference'`` (the materialising textbook path).
-            Default: ``'fused'``.
+        attn_impl (str): ``'auto'`` (per call, the path measured fastest
+            for the mode, device and size), ``'fused'`` (kernels that never
+            build the ``N x M`` map) or ``'reference'`` (the materialising
+            textbook path). Default: ``'auto'``.
     """
 
     _abbr_ = 'nonlocal_block'
@@ -91,7 +94,7 @@ class NonLocalNd(nn.Module):
                  norm_cfg: dict | None = None,
                  std: float = 0.01,
                  zeros_init: bool = True,
-                 attn_impl: str = 'fused') -> None:
+                 attn_impl: str = 'auto') -> None:
         super().__init__()
         name = type(self).__name__
         in_channels = check_positive_int('in_channels', in_channels)
@@ -197,8 +200,11 @@ class NonLocalNd(nn.Module):
         """Query, key and value rows of ``x``, each ``[N, positions, C]``."""
         if self.mode == 'gaussian':
             value, = self.project(x, ('g', ))  # [N, M, C']
-            keys = self.phi(x) if self.sub_sample else x
-            return map_to_rows(x), map_to_rows(keys), value  # [N, *, C]
+            rows = map_to_rows(x)  # [N, HW, C]
+            # Without sub-sampling the queries are the keys, one object, so
+            # that the kernels can use the symmetry of x x^T.
+            keys = map_to_rows(self.phi(x)) if self.sub_sample else rows
+            return rows, keys, value
         return tuple(self.project(x, ('theta', 'phi', 'g')))
 
     def aggregate(self, x: Tensor, query: Tensor, key: Tensor,

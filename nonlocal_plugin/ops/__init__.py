@@ -9,6 +9,7 @@ from .attention import (
 )
 from .chunked import chunked_softmax_attention
 from .concatenation import concatenation_attention
+from .materialised import materialised_softmax_attention
 from .precision import accumulation_dtype, no_autocast
 from .rows import (
     attention_rows,
@@ -16,12 +17,14 @@ from .rows import (
     cosine_distance_mean,
 )
 from .sdpa import backend_table, fused_backend
+from .symmetric import symmetric_softmax_attention
 from .sync_bn import GlooSyncBatchNorm
 
 __all__ = [
     'ATTN_IMPLS', 'GlooSyncBatchNorm', 'accumulation_dtype',
     'attention_rows', 'attention_rows_reference', 'cosine_distance_mean',
     'backend_table', 'chunked_softmax_attention', 'concatenation_attention',
-    'dot_product_attention', 'fused_backend', 'no_autocast',
-    'pairwise_attention', 'softmax_attention', 'softmax_pool'
+    'dot_product_attention', 'fused_backend', 'materialised_softmax_attention',
+    'no_autocast', 'pairwise_attention', 'softmax_attention', 'softmax_pool',
+    'symmetric_softmax_attention'
 ]

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .precision import floored_exp_
+
 # Elements of one [B, chunk, M] tile: 4M floats, 16 MB in fp32.
 TILE_ELEMENTS = 1 << 22
 
@@ -42,7 +44,7 @@ class _ChunkedSoftmaxAttention(torch.autograd.Function):
             # [B, c, M]
             probs = torch.matmul(query[:, start:stop], key_t).mul_(scale)
             peak = probs.amax(dim=-1, keepdim=True)  # [B, c, 1]
-            probs.sub_(peak).exp_()
+            floored_exp_(probs.sub_(peak))
             total = probs.sum(dim=-1, keepdim=True)  # [B, c, 1]
             # [B, c, Cv]
             out[:, start:stop] = torch.matmul(probs, value).div_(total)
@@ -71,7 +73,7 @@ class _ChunkedSoftmaxAttention(torch.autograd.Function):
             q, d_out = query[:, start:stop], grad_out[:, start:stop]
             # [B, c, M]: the probabilities, recomputed
             probs = torch.matmul(q, key_t).mul_(scale)
-            probs.sub_(lse[:, start:stop, None]).exp_()
+            floored_exp_(probs.sub_(lse[:, start:stop, None]))
             if need_v:
                 grad_v.baddbmm_(probs.transpose(1, 2), d_out)
             if not (need_q or need_k):

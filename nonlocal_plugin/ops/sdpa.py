@@ -93,20 +93,23 @@ def _device_key(device: torch.device) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _accepts(device: str, dtype: torch.dtype, width: int, name: str,
-             grad: bool) -> bool:
-    """Runs backend ``name`` once on a tiny ``[1, 1, 4, width]`` input."""
+def _accepts(device: str, dtype: torch.dtype, width: int, value_width: int,
+             name: str, grad: bool) -> bool:
+    """Runs backend ``name`` once on tiny ``[1, 1, 4, width]`` queries and
+    keys and ``[1, 1, 4, value_width]`` values."""
     if not backend_available(name):
         return False
     # Not random: the probe must leave the global generator alone, or a run
     # would draw other numbers after the first call than a resumed one.
     q = torch.ones(1, 1, 4, width, device=device, dtype=dtype,
                    requires_grad=grad)
+    v = torch.ones(1, 1, 4, value_width, device=device, dtype=dtype,
+                   requires_grad=grad)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             with only_backend(name), torch.enable_grad():
-                out = F.scaled_dot_product_attention(q, q, q, scale=1.0)
+                out = F.scaled_dot_product_attention(q, q, v, scale=1.0)
                 if grad:
                     out.sum().backward()
     except RuntimeError:
@@ -118,20 +121,25 @@ def fused_backend(device: torch.device,
                   dtype: torch.dtype,
                   width: int,
                   *,
+                  value_width: Optional[int] = None,
                   grad: bool = False) -> Optional[str]:
     """The first fused backend that takes this input, or None.
 
     Args:
         device (torch.device): Where the attention runs.
         dtype (torch.dtype): The kernel's input dtype.
-        width (int): The head width (the same for q, k and v).
+        width (int): The head width of the queries and keys.
+        value_width (int, optional): The head width of the values.
+            Default: ``width``.
         grad (bool): Gradients will flow back through the call.
 
     Returns:
         str or None: ``'flash'``, ``'efficient'`` or ``'cudnn'``.
     """
+    value_width = width if value_width is None else value_width
     for name in FUSED_BACKENDS.get(device.type, ()):
-        if _accepts(_device_key(device), dtype, int(width), name, grad):
+        if _accepts(_device_key(device), dtype, int(width), int(value_width),
+                    name, grad):
             return name
     return None
 
@@ -189,11 +197,12 @@ def graph_capture() -> Optional[str]:
 
 
 def _backend_constant(device_type: str, device_index: Optional[int],
-                      dtype: torch.dtype, width: int,
+                      dtype: torch.dtype, width: int, value_width: int,
                       grad: bool) -> Optional[str]:
     device = (torch.device(device_type) if device_index is None else
               torch.device(device_type, device_index))
-    return fused_backend(device, dtype, width, grad=grad)
+    return fused_backend(device, dtype, width, value_width=value_width,
+                         grad=grad)
 
 
 _assume_constant = getattr(torch.compiler, 'assume_constant_result', None)
@@ -205,6 +214,7 @@ def compile_time_backend(device: torch.device,
                          dtype: torch.dtype,
                          width: int,
                          *,
+                         value_width: Optional[int] = None,
                          grad: bool = False) -> Optional[str]:
     """:func:`fused_backend` for code that ``torch.compile`` traces.
 
@@ -215,11 +225,14 @@ def compile_time_backend(device: torch.device,
     Args:
         device (torch.device): Where the attention runs.
         dtype (torch.dtype): The kernel's input dtype.
-        width (int): The head width.
+        width (int): The head width of the queries and keys.
+        value_width (int, optional): The head width of the values.
+            Default: ``width``.
         grad (bool): Gradients will flow back through the call.
 
     Returns:
         str or None: As :func:`fused_backend`.
     """
+    value_width = width if value_width is None else value_width
     return _backend_constant(device.type, device.index, dtype, int(width),
-                             bool(grad))
+                             int(value_width), bool(grad))
