@@ -73,17 +73,20 @@ ATTN_IMPLS = ('auto', 'fused', 'reference')
 # map path of 'auto' against 'fused', M = N and M = N / 4, widths 64-512;
 # tables in the README's "Speed and memory" section):
 # * CPU (Intel Xeon, 2 threads, torch 2.13): the map was faster at every
-#   shape up to N * M = 2^17, and at every width but 64 up to 2^20 (there
-#   0.79x the fused time at width 256, 0.90x at 128, 1.33x at 64); above
-#   2^20 fused won at most shapes. At 2^20 the NL block's peak memory with
-#   the map was 1.10x mmcv's (embedded_gaussian, N = 1024,
-#   `tools/benchmark.py --grid small --runs 3`), against 0.60-0.68x fused,
-#   for about the same time; hence 2^19.
+#   shape up to N * M = 2^17; from 2^18 to 2^20 at every shape of width 256
+#   and more, at width 128 but for one shape (1.04x at 2^18), and at width
+#   64 only sometimes (1.09x at 2^18, 0.98x at 2^19, 1.33x at 2^20; at 2^20
+#   width 128 took 0.90x, 256 0.79x); above 2^20 fused won at most shapes.
+#   At 2^20 the NL block's peak memory with the map was 1.10x mmcv's
+#   (embedded_gaussian, N = 1024, `tools/benchmark.py --grid small
+#   --runs 3`), against 0.60-0.68x fused, for about the same time; hence
+#   2^19.
 # * CUDA (NVIDIA H200, torch 2.11): the textbook map was faster at every
 #   measured shape (up to N * M = 2^22), and mmcv's materialising block beat
 #   the fused one at N * M = 2^24 (n4096, res4 rows of `tools/benchmark.py
 #   --device cuda`) in fp32, fp16 and bf16; at res3 (2.8 * 2^28) the fused
-#   one was faster under autocast. Hence 2^25 (a 134 MB fp32 map).
+#   embedded_gaussian was faster under autocast. Hence 2^25 (a 134 MB fp32
+#   map).
 MATERIALISE_ELEMENTS = {'cpu': 1 << 19, 'cuda': 1 << 25}
 # The same where the queries are the keys (gaussian without sub-sampling),
 # whose fused kernel is the symmetric one: on CPU the map was faster at
