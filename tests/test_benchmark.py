@@ -255,3 +255,26 @@ def test_cuda_forkserver_answers_availability_through_nvml(monkeypatch):
     assert 'PYTORCH_NVML_BASED_CUDA_CHECK' not in os.environ
     benchmark.runner.mp_context('forkserver', 'cuda')
     assert os.environ['PYTORCH_NVML_BASED_CUDA_CHECK'] == '1'
+
+
+def test_crossover_is_the_last_size_where_the_map_won_everywhere():
+    from nonlocal_plugin.benchmark.crossover import crossover
+    rows = [(False, 8, 8, 4, 4, 1.0, 2.0), (False, 8, 2, 4, 4, 1.0, 2.0),
+            (False, 16, 16, 4, 4, 1.0, 2.0), (True, 16, 16, 8, 4, 3.0, 2.0),
+            (False, 32, 32, 4, 4, 1.0, 2.0)]
+    assert crossover(rows) == 64  # lost at 256 elements, so not 1024
+    assert crossover(rows[2:]) == 0
+
+
+def test_crossover_tool_runs_and_reports(monkeypatch, capsys):
+    from nonlocal_plugin.benchmark import crossover
+    monkeypatch.setattr(crossover, 'KERNEL_SHAPES',
+                        (('tiny gaussian', True, 24, 8, 4), ))
+    assert crossover.main(['--sizes', '16', '--repeats', '1']) == 0
+    table = capsys.readouterr().out
+    assert table.count('\n| 16 |') == len(crossover.WIDTHS) * 2
+    assert 'The map was faster at every shape up to N*M = ' in table
+    assert crossover.main(['--kernels', '--repeats', '1']) == 0
+    kernels = capsys.readouterr().out
+    for kernel in ('reference', 'fused', 'chunked', 'symmetric'):
+        assert f'| tiny gaussian | float32 | {kernel} |' in kernels

@@ -246,24 +246,24 @@ def test_gaussian_block_runs_the_kernel_for_its_shape(monkeypatch, sub_sample,
     assert ran == [f'{kernel}_softmax_attention']
 
 
-@pytest.mark.parametrize('impl, mode, n, m, cq, cv, device, builds', [
-    ('auto', 'embedded_gaussian', 512, 512, 64, 64, 'cpu', True),
-    ('auto', 'embedded_gaussian', 1024, 1024, 128, 128, 'cpu', False),
-    ('auto', 'embedded_gaussian', 4200, 4200, 512, 512, 'cpu', False),
-    ('auto', 'gaussian', 1024, 256, 256, 128, 'cpu', True),
-    ('auto', 'embedded_gaussian', 512, 512, 64, 64, 'cuda', True),
-    ('auto', 'embedded_gaussian', 16800, 16800, 256, 256, 'cuda', False),
+@pytest.mark.parametrize('impl, kind, n, m, cq, cv, device, builds', [
+    ('auto', 'softmax', 512, 512, 64, 64, 'cpu', True),
+    ('auto', 'softmax', 1024, 1024, 128, 128, 'cpu', False),
+    ('auto', 'softmax', 4200, 4200, 512, 512, 'cpu', False),
+    ('auto', 'softmax', 1024, 256, 256, 128, 'cpu', True),
+    ('auto', 'softmax', 512, 512, 64, 64, 'cuda', True),
+    ('auto', 'softmax', 16800, 16800, 256, 256, 'cuda', False),
     ('auto', 'dot_product', 64, 64, 256, 256, 'cpu', True),  # N < C
     ('auto', 'dot_product', 4096, 4096, 256, 256, 'cpu', False),
     ('auto', 'concatenation', 8, 8, 4, 4, 'cpu', False),
-    ('fused', 'embedded_gaussian', 8, 8, 4, 4, 'cpu', False),
-    ('reference', 'embedded_gaussian', 4200, 4200, 512, 512, 'cpu', True),
+    ('fused', 'softmax', 8, 8, 4, 4, 'cpu', False),
+    ('reference', 'softmax', 4200, 4200, 512, 512, 'cpu', True),
 ])
-def test_auto_builds_the_map_only_below_the_crossover(impl, mode, n, m, cq,
+def test_auto_builds_the_map_only_below_the_crossover(impl, kind, n, m, cq,
                                                        cv, device, builds):
     limit = attention.MATERIALISE_ELEMENTS['cpu']
     assert 512 * 512 <= limit < 1024 * 1024  # what the rows above assume
-    assert attention.materialises(impl, mode, torch.device(device), n, m, cq,
+    assert attention.materialises(impl, kind, torch.device(device), n, m, cq,
                                   cv) is builds
 
 
@@ -332,8 +332,8 @@ def test_auto_limit_for_queries_that_are_keys():
     """gaussian without sub-sampling: the symmetric kernel's own crossover."""
     cpu = torch.device('cpu')
     n = 1024  # N * M = 2^20: above the general limit, within the shared one
-    assert not attention.materialises('auto', 'gaussian', cpu, n, n, 256, 128)
-    assert attention.materialises('auto', 'gaussian', cpu, n, n, 256, 128,
+    assert not attention.materialises('auto', 'softmax', cpu, n, n, 256, 128)
+    assert attention.materialises('auto', 'softmax', cpu, n, n, 256, 128,
                                   shared=True)
-    assert not attention.materialises('auto', 'gaussian', cpu, 2 * n, 2 * n,
+    assert not attention.materialises('auto', 'softmax', cpu, 2 * n, 2 * n,
                                       256, 128, shared=True)

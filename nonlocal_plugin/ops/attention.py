@@ -254,7 +254,7 @@ def _fused_softmax(query: Tensor, key: Tensor, value: Tensor,
 
 
 def materialises(impl: str,
-                 mode: str,
+                 kind: str,
                  device: torch.device,
                  queries: int,
                  keys: int,
@@ -266,7 +266,8 @@ def materialises(impl: str,
 
     Args:
         impl (str): One of :data:`ATTN_IMPLS`.
-        mode (str): The pairwise function.
+        kind (str): ``'softmax'`` (``gaussian``, ``embedded_gaussian``,
+            DNL's pairwise term), ``'dot_product'`` or ``'concatenation'``.
         device (torch.device): Where it runs.
         queries (int): ``N``.
         keys (int): ``M``.
@@ -281,10 +282,10 @@ def materialises(impl: str,
         return impl == 'reference'
     if graph_capture() is not None:  # a captured graph holds for all sizes
         return False
-    if mode == 'dot_product':  # fewer multiply-adds
+    if kind == 'dot_product':  # fewer multiply-adds
         return (queries * keys * (qk_width + v_width) <
                 (queries + keys) * qk_width * v_width)
-    if mode == 'concatenation':
+    if kind == 'concatenation':  # its map is [N, M, 2 Cq]: never
         return False
     limits = MATERIALISE_ELEMENTS_SHARED if shared else MATERIALISE_ELEMENTS
     return queries * keys <= limits.get(device.type, 0)
@@ -318,7 +319,7 @@ def softmax_attention(query: Tensor,
     with no_autocast(value):
         if impl == 'reference':
             out = _reference_softmax(query, key, value, scale)
-        elif materialises(impl, 'embedded_gaussian', query.device,
+        elif materialises(impl, 'softmax', query.device,
                           query.shape[1], key.shape[1], query.shape[-1],
                           value.shape[-1], shared=query is key):
             out = materialised_softmax_attention(
@@ -420,7 +421,10 @@ def pairwise_attention(query: Tensor,
     if mode == 'concatenation':
         if concat_weight is None:
             raise ValueError("mode='concatenation' needs concat_weight")
+        builds = materialises(impl, 'concatenation', query.device,
+                              query.shape[1], key.shape[1], query.shape[-1],
+                              value.shape[-1])
         return concatenation_attention(
             query, key, value, concat_weight,
-            impl='reference' if impl == 'reference' else 'fused')
+            impl='reference' if builds else 'fused')
     raise ValueError(f'unknown pairwise mode {mode!r}')
