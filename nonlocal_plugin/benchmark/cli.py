@@ -133,11 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     grid = _finish_args(args)
     machine = machine_line(args)
     runs = []
+    runner = Runner(args)  # one worker context (and CUDA probe) for all runs
     for index in range(args.runs):
         if args.runs > 1:
             print(f'[benchmark] full run {index + 1} of {args.runs}',
                   file=sys.stderr, flush=True)
-        runner = Runner(args)
+        runner.results = {}
         if not args.skip_blocks:
             runner.run_blocks(grid)
         if not args.skip_rates:
