@@ -9,7 +9,7 @@ from mmdet.registry import MODELS as DET_MODELS
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from nonlocal_plugin import ContextBlock, NonLocal2D
+from nonlocal_plugin import ContextBlock, DisentangledNonLocalDet2D, NonLocal2D
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -45,7 +45,7 @@ def blocks_of(backbone, cls):
 
 
 def test_readme_has_the_snippets_tested_here():
-    assert len(SNIPPETS) == 3
+    assert len(SNIPPETS) == 4
 
 
 def test_plugins_snippet_puts_gc_after_conv3_of_c3_to_c5(tmp_path):
@@ -66,9 +66,17 @@ def test_between_blocks_snippet_puts_one_nl_before_res4_last_block(
     ]
 
 
-def test_insert_blocks_snippet_puts_one_nl_before_res4_last_block(
+def test_after_add_snippet_puts_one_dnl_in_res4_last_but_one_block(
         tmp_path):
     backbone = build_backbone(SNIPPETS[2], tmp_path)
+    assert blocks_of(backbone, DisentangledNonLocalDet2D) == [
+        'layer3.4.dnl_det_block'
+    ]
+
+
+def test_insert_blocks_snippet_puts_one_nl_before_res4_last_block(
+        tmp_path):
+    backbone = build_backbone(SNIPPETS[3], tmp_path)
     assert blocks_of(backbone, NonLocal2D) == [
         'between_layer3.after4_nonlocal_block'
     ]

@@ -4,13 +4,15 @@ Two mixins, each combined with a library class in :mod:`.det_resnet` and
 :mod:`.seg_resnet`:
 
 * :class:`BetweenBlocksMixin` goes before a ResNet class. It adds the
-  ``between_blocks`` option (blocks applied after the residual add of chosen
-  residual blocks) and lets ``plugins`` reach the BasicBlock of depths 18
-  and 34. ``between_blocks`` is a stage-wise spelling of
-  :func:`~._insertion.attach_blocks` (``after='layer3.4'``), which keeps
-  ResNet's state-dict keys and stores the blocks in ``between_layerN``.
+  ``between_blocks`` option (blocks applied after the final ReLU of chosen
+  residual blocks), the ``'after_add'`` plugin position (after the residual
+  add, before the final ReLU; :mod:`._after_add`) and lets ``plugins`` reach
+  the BasicBlock of depths 18 and 34. ``between_blocks`` is a stage-wise
+  spelling of :func:`~._insertion.attach_blocks` (``after='layer3.4'``),
+  which keeps ResNet's state-dict keys and stores the blocks in
+  ``between_layerN``.
 * :class:`BasicBlockPluginsMixin` goes before a BasicBlock class and gives it
-  the ``after_conv1`` and ``after_conv2`` plugin positions.
+  the ``after_conv1``, ``after_conv2`` and ``after_add`` plugin positions.
 
 The blocks are those of "Non-local Neural Networks"
 (https://arxiv.org/abs/1711.07971), GCNet (https://arxiv.org/abs/1904.11492)
@@ -23,6 +25,7 @@ from typing import Any, List, Sequence, Tuple
 import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
+from ._after_add import AFTER_ADD, AfterAddMixin, resolve_blocks
 from ._blocks import (
     build_block,
     check_cfg,
@@ -32,6 +35,7 @@ from ._insertion import attach_blocks
 
 BETWEEN_BLOCKS_KEYS = ('cfg', 'stages', 'after')
 PLUGIN_KEYS = ('cfg', 'stages', 'position')
+AFTER_ADD_KEYS = PLUGIN_KEYS + ('blocks', )
 BASIC_BLOCK_POSITIONS = ('after_conv1', 'after_conv2')
 
 
@@ -83,16 +87,53 @@ def check_basic_block_plugins(plugins: Any, num_stages: int) -> None:
     """
     if plugins is None:
         return
+    allowed = BASIC_BLOCK_POSITIONS + (AFTER_ADD, )
     for i, plugin in enumerate(_check_entries('plugins', plugins)):
         where = f'plugins[{i}]'
+        if isinstance(plugin, dict) and plugin.get('position') == AFTER_ADD:
+            continue  # check_after_add_plugins checks these
         _check_entry(where, plugin, PLUGIN_KEYS)
         check_stages(f"{where}['stages']", plugin.get('stages'), num_stages)
         position = plugin.get('position')
         if position not in BASIC_BLOCK_POSITIONS:
             raise ValueError(
-                f"{where}['position'] must be one of {BASIC_BLOCK_POSITIONS} "
-                'for the BasicBlock of depths 18 and 34 (it has two convs), '
-                f'got {position!r}')
+                f"{where}['position'] must be one of {allowed} for the "
+                'BasicBlock of depths 18 and 34 (it has two convs), got '
+                f'{position!r}')
+
+
+def check_after_add_plugins(plugins: Any, stage_blocks: Sequence[int],
+                            num_stages: int) -> None:
+    """Checks the ``'after_add'`` entries of ResNet's ``plugins`` option.
+
+    Entries at other positions are the library's to check, except that
+    ``blocks`` is refused there.
+
+    Args:
+        plugins: The option's value (None or a list of dicts).
+        stage_blocks (Sequence[int]): Residual blocks in each stage.
+        num_stages (int): The backbone's number of stages.
+    """
+    if plugins is None:
+        return
+    for i, plugin in enumerate(_check_entries('plugins', plugins)):
+        where = f'plugins[{i}]'
+        if not isinstance(plugin, dict):
+            continue
+        if plugin.get('position') != AFTER_ADD:
+            if 'blocks' in plugin:
+                raise ValueError(
+                    f"{where} has the key 'blocks', which only position "
+                    f"{AFTER_ADD!r} takes; got position "
+                    f"{plugin.get('position')!r}")
+            continue
+        _check_entry(where, plugin, AFTER_ADD_KEYS)
+        stages = check_stages(f"{where}['stages']", plugin.get('stages'),
+                              num_stages)
+        for stage, (selected, count) in enumerate(zip(stages, stage_blocks)):
+            if selected:
+                resolve_blocks(f"{where}['blocks']", plugin.get('blocks'),
+                               count, stage)
 
 
 def parse_between_blocks(between_blocks: Any,
@@ -151,7 +192,7 @@ def parse_between_blocks(between_blocks: Any,
 # main classes
 
 
-class BasicBlockPluginsMixin:
+class BasicBlockPluginsMixin(AfterAddMixin):
     """Plugins for a ResNet BasicBlock, placed before the library's class.
 
     Args:
@@ -162,7 +203,9 @@ class BasicBlockPluginsMixin:
             ``'after_conv2'`` after conv2 and norm2, before the residual add
             (where Bottleneck's ``'after_conv3'`` is). Plugins at one position
             apply in list order, each to the previous one's output. Two
-            plugins of one type need distinct ``cfg['postfix']``.
+            plugins of one type need distinct ``cfg['postfix']``. The
+            ``'after_add'`` blocks are not given here: the ResNet adds them
+            with :meth:`~._after_add.AfterAddMixin.add_after_add_block`.
             Default: None.
         **kwargs: The library BasicBlock's other arguments.
     """
@@ -201,7 +244,8 @@ class BasicBlockPluginsMixin:
             setattr(self, f'{position}_plugin_names', names)
 
     def init_weights(self) -> None:
-        """The BasicBlock's init, then ``reset_plain_blocks`` on plugins."""
+        """The BasicBlock's init (and the ``'after_add'`` blocks'), then
+        ``reset_plain_blocks`` on plugins."""
         super().init_weights()
         reset_plain_blocks(
             getattr(self, name)
@@ -215,7 +259,8 @@ class BasicBlockPluginsMixin:
         return x
 
     def forward(self, x: Tensor) -> Tensor:
-        """The BasicBlock's forward with the plugins at their positions."""
+        """The BasicBlock's forward with the plugins at their positions and
+        the ``'after_add'`` blocks before the final ReLU."""
 
         def _inner_forward(x: Tensor) -> Tensor:
             out = self.relu(self.norm1(self.conv1(x)))
@@ -223,7 +268,7 @@ class BasicBlockPluginsMixin:
             out = self.norm2(self.conv2(out))
             out = self.forward_plugin(out, self.after_conv2_plugin_names)
             identity = x if self.downsample is None else self.downsample(x)
-            return out + identity
+            return self.forward_after_add(out + identity)
 
         if self.with_cp and x.requires_grad:
             out = cp.checkpoint(_inner_forward, x, use_reentrant=False)
@@ -233,15 +278,18 @@ class BasicBlockPluginsMixin:
 
 
 class BetweenBlocksMixin:
-    """Adds ``between_blocks`` and BasicBlock plugins to a ResNet class.
+    """Adds ``between_blocks``, ``'after_add'`` and BasicBlock plugins.
 
-    The subclass sets ``_basic_block`` (its library's BasicBlock) and
-    ``_plugin_basic_block`` (that class with :class:`BasicBlockPluginsMixin`).
+    Goes before a ResNet class. The subclass sets ``_basic_block`` and
+    ``_bottleneck`` (its library's residual blocks),
+    ``_plugin_basic_block`` (the BasicBlock with
+    :class:`BasicBlockPluginsMixin`) and ``_after_add_bottleneck`` (the
+    Bottleneck with :class:`~._after_add.BottleneckAfterAddMixin`).
 
     Args:
         depth (int): As the parent ResNet.
-        between_blocks (list[dict], optional): Blocks to insert after the
-            residual add of chosen residual blocks. Each entry is
+        between_blocks (list[dict], optional): Blocks to insert after chosen
+            residual blocks, after their final ReLU. Each entry is
             ``dict(cfg=..., stages=..., after=...)``:
 
             - cfg (dict): The block's config, e.g.
@@ -259,14 +307,27 @@ class BetweenBlocksMixin:
             ``dict(cfg=c, stages=(False, False, True, False), after=(-2, ))``
             is ``nonlocal_plugin.InsertBlocks``'s ``dict(cfg=c,
             after='layer3.-2')``, with the same keys. Default: None.
-        plugins (list[dict], optional): As the parent ResNet; for depths 18
-            and 34 the positions are ``'after_conv1'`` and
-            ``'after_conv2'``. Default: None.
+        plugins (list[dict], optional): As the parent ResNet, whose
+            positions (``'after_conv1'``, ``'after_conv2'``,
+            ``'after_conv3'``) keep its behaviour; for depths 18 and 34 the
+            positions are ``'after_conv1'`` and ``'after_conv2'``. Every
+            depth also takes ``position='after_add'``: after the residual
+            add, before the residual block's final ReLU (the official DNL
+            detection code's and GCNet's "after add" place). Such an entry
+            is ``dict(cfg=..., stages=..., position='after_add',
+            blocks=...)``; ``blocks`` (only at this position) gives python
+            indices of the residual blocks in each selected stage (Default:
+            every block). The block gets the residual block's output
+            channels and is its attribute (``layer3.4.nonlocal_block``).
+            Blocks at one residual block apply in list order; two of one
+            type need distinct ``cfg['postfix']``. Default: None.
         **kwargs: The parent ResNet's other arguments.
     """
 
     _basic_block: type
     _plugin_basic_block: type
+    _bottleneck: type
+    _after_add_bottleneck: type
 
     def __init__(self,
                  depth: int,
@@ -274,9 +335,13 @@ class BetweenBlocksMixin:
                  between_blocks: List[dict] | None = None,
                  plugins: List[dict] | None = None,
                  **kwargs) -> None:
-        block = self.arch_settings.get(depth, (None, ))[0]
-        if block is self._basic_block:
-            check_basic_block_plugins(plugins, kwargs.get('num_stages', 4))
+        if depth in self.arch_settings:  # else the parent's KeyError
+            block, stage_blocks = self.arch_settings[depth]
+            num_stages = kwargs.get('num_stages', 4)
+            check_after_add_plugins(plugins, stage_blocks[:num_stages],
+                                    num_stages)
+            if block is self._basic_block:
+                check_basic_block_plugins(plugins, num_stages)
         super().__init__(depth=depth, plugins=plugins, **kwargs)
         plan = parse_between_blocks(between_blocks, self.stage_blocks)
         self.between_blocks = between_blocks
@@ -288,11 +353,31 @@ class BetweenBlocksMixin:
                       option='between_blocks')
 
     def make_res_layer(self, **kwargs) -> nn.Module:
-        """The parent's ``ResLayer``, with a BasicBlock that takes plugins."""
+        """The parent's ``ResLayer``, with the stage's ``'after_add'``
+        blocks attached and a BasicBlock that takes plugins."""
+        plugins = kwargs.get('plugins') or []
+        after_add = [p for p in plugins if p.get('position') == AFTER_ADD]
+        if after_add:
+            kwargs['plugins'] = [
+                p for p in plugins if p.get('position') != AFTER_ADD
+            ]
+            if kwargs.get('block') is self._bottleneck:
+                kwargs['block'] = self._after_add_bottleneck
         if (kwargs.get('block') is self._basic_block
                 and kwargs.get('plugins') is not None):
-            if kwargs['plugins']:
+            if kwargs['plugins'] or after_add:
                 kwargs['block'] = self._plugin_basic_block
-            else:  # a stage that no plugin selected
+            if not kwargs['plugins']:  # no plugin inside the BasicBlock
                 kwargs['plugins'] = None
-        return super().make_res_layer(**kwargs)
+        if after_add and not issubclass(kwargs['block'], AfterAddMixin):
+            raise ValueError(
+                f"plugins position {AFTER_ADD!r} needs mmdet's or mmseg's "
+                f"BasicBlock or Bottleneck, not {kwargs['block'].__name__}")
+        layer = super().make_res_layer(**kwargs)
+        stage = len(self.res_layers)  # the parent appends after this call
+        for plugin in after_add:
+            for index in resolve_blocks("plugins[...]['blocks']",
+                                        plugin.get('blocks'), len(layer),
+                                        stage):
+                layer[index].add_after_add_block(plugin['cfg'])
+        return layer

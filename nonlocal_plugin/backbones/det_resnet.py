@@ -42,19 +42,42 @@ InsertBlocks`` (:mod:`.insert_blocks`), which works for any backbone:
 ``stages=(False, False, True, False), after=(-2, )`` is
 ``after='layer3.-2'`` there, with the same keys.
 
+The official DNL detection code
+(https://github.com/Howal/DNL-Object-Detection) and GCNet's "after add"
+ablation row put the block in a third place: after the residual add, before
+the residual block's final ReLU.
+``plugins`` takes it as ``position='after_add'``, at every depth, with an
+optional ``blocks`` key choosing residual blocks as ``after`` does::
+
+    dnl = dict(type='nonlocal_plugin.DisentangledNonLocalDet2D')
+    # DNL after the add of res4's last-but-one block
+    plugins=[dict(cfg=dnl, stages=(False, False, True, False),
+                  position='after_add', blocks=(-2, ))]
+
+Those blocks are attributes of their residual block, as mmdet's plugins are
+(``layer3.4.dnl_det_block``); without ``blocks`` every residual block of
+the stage gets one. The code is in :mod:`._after_add`.
+
 Both classes also accept ``plugins`` for depths 18 and 34 (BasicBlock,
 positions ``'after_conv1'`` and ``'after_conv2'``), which mmdet and mmseg
-refuse. Depths 50 and up keep the parent's plugin behaviour.
+refuse. Depths 50 and up keep the parent's behaviour for
+``'after_conv1'``, ``'after_conv2'`` and ``'after_conv3'``.
 """
 from mmdet.models.backbones import resnet as det_resnet
 
 from ..registry import MODELS
+from ._after_add import BottleneckAfterAddMixin
 from ._placement import BasicBlockPluginsMixin, BetweenBlocksMixin
 
 
 class DetBasicBlockWithPlugins(BasicBlockPluginsMixin,
                                det_resnet.BasicBlock):
-    """mmdet's BasicBlock with ``after_conv1``/``after_conv2`` plugins."""
+    """mmdet's BasicBlock with ``after_conv1``/``after_conv2``/``after_add``
+    plugins."""
+
+
+class DetBottleneckAfterAdd(BottleneckAfterAddMixin, det_resnet.Bottleneck):
+    """mmdet's Bottleneck with blocks after the add, before the ReLU."""
 
 
 @MODELS.register_module()
@@ -63,9 +86,11 @@ class ResNetNL(BetweenBlocksMixin, det_resnet.ResNet):
 
     Config: ``type='nonlocal_plugin.ResNetNL'``. See
     :class:`~nonlocal_plugin.backbones._placement.BetweenBlocksMixin` for
-    ``between_blocks`` and the BasicBlock ``plugins``; every other argument
-    is mmdet's ``ResNet``'s.
+    ``between_blocks``, ``position='after_add'`` and the BasicBlock
+    ``plugins``; every other argument is mmdet's ``ResNet``'s.
     """
 
     _basic_block = det_resnet.BasicBlock
     _plugin_basic_block = DetBasicBlockWithPlugins
+    _bottleneck = det_resnet.Bottleneck
+    _after_add_bottleneck = DetBottleneckAfterAdd
