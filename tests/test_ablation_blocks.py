@@ -189,6 +189,29 @@ def test_simplified_non_local_is_snl():
     assert torch.equal(fresh(x), x)
 
 
+def test_simplified_non_local_as_the_dnl_authors_build_it():
+    """``bias=False, std=0.01``: ``x_i + sum_j softmax_j(w_k . x_j) W_v
+    x_j``, no value bias, ``W_v ~ N(0, 0.01^2)`` (their ``simple=True``)."""
+    torch.manual_seed(0)
+    block = SimplifiedNonLocal2D(256, bias=False, std=0.01)
+    sd = block.state_dict()
+    assert 'channel_add_conv.0.bias' not in sd
+    weight = sd['channel_add_conv.0.weight']
+    assert abs(weight.std().item() - 0.01) < 0.0005  # 65536 draws
+    assert abs(weight.mean().item()) < 0.0005
+    block = _randomise(block).double()
+    sd = block.state_dict()
+    x = torch.randn(2, 256, 5, 6, dtype=torch.float64)
+    value = F.conv2d(x, sd['channel_add_conv.0.weight']).flatten(2)
+    mask = F.conv2d(x, sd['conv_mask.weight'],
+                    sd['conv_mask.bias']).flatten(2).softmax(-1)
+    expected = x + torch.bmm(value, mask.transpose(1, 2)).unsqueeze(-1)
+    torch.testing.assert_close(block(x), expected, **FP64)
+    # init_weights (what a backbone's init calls) keeps the normal init
+    block.init_weights()
+    assert block.channel_add_conv[0].weight.abs().max() > 0
+
+
 @pytest.mark.parametrize('name', ['SimplifiedNonLocal2D',
                                   'DisentangledNonLocalDet2D'])
 def test_new_blocks_are_registered(name):
@@ -413,6 +436,8 @@ BAD = [
     (DNL, dict(attn_impl='flash'), ValueError, 'attn_impl'),
     (DNL, dict(sub_sample=1), TypeError, 'sub_sample'),
     (DNL, dict(std=-1), ValueError, 'std'),
+    (SimplifiedNonLocal2D, dict(std=0), ValueError, 'std'),
+    (SimplifiedNonLocal2D, dict(bias=1), TypeError, 'bias'),
 ]
 
 

@@ -211,16 +211,42 @@ class SimplifiedNonLocal2D(ContextBlock):
     no bottleneck, LayerNorm or ReLU. It is
     ``ContextBlock(in_channels, ratio=None)``, with the same state-dict
     keys (``conv_mask``, ``channel_add_conv.0``). ``W_v`` starts at zero,
-    so the block is the identity at init. (The DNL authors' detection code
-    writes SNL as ``ContextBlock(..., simple=True)``, with ``W_v`` applied
-    before the pooling, which is the same function, no bias and a normal
-    init of std 0.01.)
+    so the block is the identity at init.
+
+    The DNL authors' detection code (github.com/Howal/DNL-Object-Detection,
+    ``mmdet/ops/context_block.py``, ``simple=True``) applies ``W_v`` before
+    the pooling, which is the same function, without a bias and with a
+    normal init of std 0.01: ``bias=False, std=0.01`` is that block.
 
     Args:
         in_channels (int): Channels of the ``[N, C, H, W]`` input.
+        bias (bool): Give ``W_v`` a bias. Default: True.
+        std (float, optional): Init ``W_v`` from ``N(0, std^2)`` instead of
+            zeros (then the block is not the identity at init).
+            Default: None.
     """
 
     _abbr_ = 'snl_block'
 
-    def __init__(self, in_channels: int) -> None:
+    def __init__(self,
+                 in_channels: int,
+                 *,
+                 bias: bool = True,
+                 std: Optional[float] = None) -> None:
         super().__init__(in_channels, None, 'att', ('channel_add', ))
+        self.bias = check_bool('bias', bias)
+        self.std = None if std is None else check_positive_number('std', std)
+        if not self.bias:
+            self.channel_add_conv[0] = nn.Conv2d(
+                self.in_channels, self.in_channels, kernel_size=1, bias=False)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """As ContextBlock, or ``W_v`` from ``N(0, std^2)`` with ``std``."""
+        super().init_weights()
+        if getattr(self, 'std', None) is not None:
+            nn.init.normal_(self.channel_add_conv[0].weight, 0, self.std)
+
+    def extra_repr(self) -> str:
+        return (f'in_channels={self.in_channels}, bias={self.bias}, '
+                f'std={self.std}')
