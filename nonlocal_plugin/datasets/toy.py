@@ -16,7 +16,9 @@ convolutions.
   <name>_leftImg8bit.png`` and ``gtFine/{split}/<city>/
   <name>_gtFine_labelTrainIds.png`` (plus ``_gtFine_labelIds.png``), ready for
   mmseg's ``CityscapesDataset``.
-* :func:`ensure_toy_dataset` builds one of them on first use.
+* :func:`ensure_toy_dataset` builds one of them, or the matching task of
+  :mod:`.toy_matching` (whose context depends on the object), on first
+  use. The drawing and COCO-writing helpers live in :mod:`._drawing`.
 
 Everything is drawn from ``numpy.random.default_rng(seed)`` and written as
 PNG, so one seed always gives the same bytes. A dataset is written into a
@@ -29,17 +31,25 @@ import json
 import os
 import os.path as osp
 import shutil
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 
-# The cue colours (RGB) and, for each, the class of the objects.
-CUE_COLOURS = {
-    'red': (220, 40, 40),
-    'green': (40, 200, 60),
-    'blue': (50, 80, 230),
-}
+from ._drawing import (
+    CUE_COLOURS,
+    CUE_FRACTION,
+    FAR_FRACTION,
+    _background,
+    _cue_width,
+    _far_range,
+    _fill,
+    _place_objects,
+    _size,
+    _write_png,
+    write_coco,
+)
+from .toy_matching import make_toy_coco_matching
+
 TOY_COCO_CLASSES = tuple(f'{name}_cue' for name in CUE_COLOURS)
 
 # Cityscapes train ids (and label ids) of the toy segmentation classes.
@@ -53,26 +63,16 @@ CITYSCAPES_TRAIN_IDS = {
 CITYSCAPES_LABEL_IDS = {0: 7, 3: 12, 13: 26, 14: 27, 15: 28, 255: 0}
 SEG_BLOB_CLASSES = ('car', 'truck', 'bus')
 
-# The cue covers this fraction of the width on its side, the objects lie in
-# this fraction on the other side: 35 % of the width lies between them.
-CUE_FRACTION = 0.25
-FAR_FRACTION = 0.4
 MARKER = 'toy_dataset.json'
-KINDS = ('coco', 'cityscapes')
+KINDS = ('coco', 'coco_matching', 'cityscapes')
+__all__ = [
+    'CITYSCAPES_LABEL_IDS', 'CITYSCAPES_TRAIN_IDS', 'CUE_COLOURS',
+    'CUE_FRACTION', 'FAR_FRACTION', 'KINDS', 'SEG_BLOB_CLASSES',
+    'TOY_COCO_CLASSES', 'ensure_toy_dataset', 'make_toy_cityscapes',
+    'make_toy_coco'
+]
 
 # helper functions
-
-
-def _background(rng: np.random.Generator, height: int,
-                width: int) -> np.ndarray:
-    """A dim, low-contrast textured background, ``[H, W, 3]`` uint8."""
-    base = rng.uniform(50, 90)
-    coarse = rng.normal(0, 12, size=(height // 8 + 1, width // 8 + 1, 1))
-    coarse = cv2.resize(coarse.astype(np.float32), (width, height),
-                        interpolation=cv2.INTER_LINEAR)[..., None]
-    fine = rng.normal(0, 6, size=(height, width, 1))
-    img = base + coarse + fine  # [H, W, 1]
-    return np.clip(np.repeat(img, 3, axis=2), 0, 255).astype(np.uint8)
 
 
 def _draw_cue(img: np.ndarray, side: str, colour: Sequence[int],
@@ -98,66 +98,6 @@ def _random_polygon(rng: np.random.Generator, cx: float, cy: float,
                     axis=1)
 
 
-def _place_objects(rng: np.random.Generator, count: int,
-                   x_range: Tuple[float, float], y_range: Tuple[float, float],
-                   radius_range: Tuple[float, float]) -> List[np.ndarray]:
-    """Up to ``count`` polygons in the given box, not touching each other."""
-    polygons, circles = [], []
-    # Small images: no object larger than the box it must fit in.
-    fits = min(x_range[1] - x_range[0], y_range[1] - y_range[0]) / 2
-    high = min(radius_range[1], fits)
-    low = min(radius_range[0], high)
-    for _ in range(count * 20):
-        if len(polygons) == count:
-            break
-        radius = rng.uniform(low, high)
-        cx = rng.uniform(x_range[0] + radius, x_range[1] - radius)
-        cy = rng.uniform(y_range[0] + radius, y_range[1] - radius)
-        if any((cx - x)**2 + (cy - y)**2 < (radius + r + 2)**2
-               for x, y, r in circles):
-            continue
-        circles.append((cx, cy, radius))
-        polygons.append(_random_polygon(rng, cx, cy, radius))
-    return polygons
-
-
-def _fill(img: np.ndarray, polygon: np.ndarray, value) -> None:
-    points = np.round(polygon).astype(np.int32)[None]  # [1, K, 2]
-    cv2.fillPoly(img, points, value, lineType=cv2.LINE_8)
-
-
-def _far_range(side: str, width: int, margin: int) -> Tuple[float, float]:
-    """The x range of the objects: the far 40 % of the width from the cue.
-    """
-    if side == 'left':
-        return width * (1 - FAR_FRACTION), width - margin
-    return margin, width * FAR_FRACTION
-
-
-def _size(img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    """``(height, width)`` from an int or a pair."""
-    if isinstance(img_size, int):
-        return img_size, img_size
-    height, width = img_size
-    return int(height), int(width)
-
-
-def _cue_width(width: int) -> int:
-    return max(4, round(CUE_FRACTION * width))
-
-
-def _write_png(path: str, img: np.ndarray) -> None:
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    if not cv2.imwrite(path, img, [cv2.IMWRITE_PNG_COMPRESSION, 6]):
-        raise OSError(f'could not write {path}')
-
-
-def _polygon_area(polygon: np.ndarray) -> float:
-    x, y = polygon[:, 0], polygon[:, 1]
-    cross = np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))
-    return float(0.5 * abs(cross))
-
-
 def _draw_scene(rng: np.random.Generator, height: int, width: int,
                 max_objects: int, radius_range: Tuple[float, float]):
     """One toy image: background, cue bar, gray polygons far from the cue.
@@ -174,7 +114,7 @@ def _draw_scene(rng: np.random.Generator, height: int, width: int,
                     _cue_width(width))
     polygons = _place_objects(rng, int(rng.integers(1, max_objects + 1)),
                               _far_range(side, width, 2), (2, height - 2),
-                              radius_range)
+                              radius_range, _random_polygon)
     for polygon in polygons:
         gray = int(rng.integers(150, 215))
         _fill(img, polygon, (gray, gray, gray))
@@ -212,62 +152,23 @@ def make_toy_coco(root: str,
         str: ``root``.
     """
     rng = np.random.default_rng(seed)
-    categories = [
-        dict(id=i + 1, name=name, supercategory='toy')
-        for i, name in enumerate(TOY_COCO_CLASSES)
-    ]
     height, width = _size(img_size)
-    ann_id = 1
-    for split, count in (('train', num_train), ('val', num_val)):
-        images, annotations = [], []
-        for index in range(count):
-            image_id = index + 1
-            img, colour_index, _, polygons = _draw_scene(
-                rng, height, width, max_objects,
-                (height * 0.1, height * 0.2))
-            for polygon in polygons:
-                polygon = np.clip(polygon, 0, (width - 1, height - 1))
-                x0, y0 = polygon.min(axis=0)
-                x1, y1 = polygon.max(axis=0)
-                annotations.append(
-                    dict(
-                        id=ann_id,
-                        image_id=image_id,
-                        category_id=colour_index + 1,
-                        segmentation=[[
-                            round(float(v), 2) for v in polygon.flatten()
-                        ]],
-                        area=round(_polygon_area(polygon), 2),
-                        bbox=[
-                            round(float(v), 2)
-                            for v in (x0, y0, x1 - x0, y1 - y0)
-                        ],
-                        iscrowd=0))
-                ann_id += 1
-            file_name = f'{split}_{image_id:06d}.png'
-            _write_png(osp.join(root, f'{split}2017', file_name), img)
-            images.append(
-                dict(
-                    id=image_id,
-                    file_name=file_name,
-                    width=width,
-                    height=height))
-        ann_file = osp.join(root, 'annotations', f'instances_{split}2017.json')
-        os.makedirs(osp.dirname(ann_file), exist_ok=True)
-        with open(ann_file, 'w') as f:
-            json.dump(
-                dict(
-                    info=dict(
-                        description='nonlocal_plugin toy COCO: an object '
-                        "'s class is the colour of a far-away cue bar",
-                        version='1.0'),
-                    licenses=[],
-                    images=images,
-                    annotations=annotations,
-                    categories=categories),
-                f,
-                sort_keys=True)
-    return root
+
+    def draw():
+        img, colour_index, _, polygons = _draw_scene(
+            rng, height, width, max_objects, (height * 0.1, height * 0.2))
+        return img, [(colour_index, polygon) for polygon in polygons]
+
+    return write_coco(
+        root,
+        draw,
+        classes=TOY_COCO_CLASSES,
+        description='nonlocal_plugin toy COCO: an object '
+        "'s class is the colour of a far-away cue bar",
+        num_train=num_train,
+        num_val=num_val,
+        height=height,
+        width=width)
 
 
 def make_toy_cityscapes(root: str,
@@ -326,7 +227,11 @@ def make_toy_cityscapes(root: str,
     return root
 
 
-_MAKERS = {'coco': make_toy_coco, 'cityscapes': make_toy_cityscapes}
+_MAKERS = {
+    'coco': make_toy_coco,
+    'coco_matching': make_toy_coco_matching,
+    'cityscapes': make_toy_cityscapes
+}
 
 
 def _normalise(options: Dict) -> Dict:
@@ -343,7 +248,9 @@ def ensure_toy_dataset(kind: str, data_root: str, **options) -> bool:
     copy, which is identical.
 
     Args:
-        kind (str): ``'coco'`` or ``'cityscapes'``.
+        kind (str): One of :data:`KINDS`: ``'coco'``, ``'coco_matching'``
+            (:func:`~.toy_matching.make_toy_coco_matching`) or
+            ``'cityscapes'``.
         data_root (str): Where the dataset lives.
         **options: The generator's options (``seed``, ``num_train``, ...).
 
