@@ -16,7 +16,12 @@ from mmengine.config import Config, ConfigDict
 from mmengine.registry import DefaultScope
 from torch import nn
 
-from nonlocal_plugin import ContextBlock, DisentangledNonLocal, NonLocal2D
+from nonlocal_plugin import (
+    ContextBlock,
+    DisentangledNonLocal,
+    DisentangledNonLocalDet2D,
+    NonLocal2D,
+)
 from nonlocal_plugin.apis import codebase_of
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -24,9 +29,11 @@ CONFIG_DIR = osp.join(ROOT, 'configs')
 CONFIGS = sorted(
     osp.relpath(path, CONFIG_DIR)
     for path in glob.glob(osp.join(CONFIG_DIR, '**', '*.py'), recursive=True)
-    if '_base_' not in osp.relpath(path, CONFIG_DIR).split(osp.sep))
+    if not {'_base_', 'ablations'} & set(
+        osp.relpath(path, CONFIG_DIR).split(osp.sep)))
 
 NL, GC, DNL = 'NonLocal2D', 'ContextBlock', 'DisentangledNonLocal'
+DNL_DET = 'DisentangledNonLocalDet2D'
 R50_GC_C3_C5 = [('layer2', f'block{i}', GC) for i in range(4)] + [
     ('layer3', f'block{i}', GC) for i in range(6)
 ] + [('layer4', f'block{i}', GC) for i in range(3)]
@@ -47,14 +54,16 @@ PLACEMENT = {
                                                     ('layer3', 'after4', NL)],
     'mmdet/mask-rcnn_r50-syncbn-gcb-r16-c3-c5_fpn_1x_coco.py': R50_GC_C3_C5,
     'mmdet/mask-rcnn_r50-syncbn-gcb-r4-c3-c5_fpn_1x_coco.py': R50_GC_C3_C5,
+    # The DNL table's rows: inside residual block 4, after its add.
     'mmdet/mask-rcnn_r50-syncbn-nl-r4-c4_4conv1fc_1x_coco.py': [
-        ('layer3', 'after4', NL)
+        ('layer3', 'block4', NL)
     ],
     'mmdet/mask-rcnn_r50-syncbn-dnl-r4-c4_4conv1fc_1x_coco.py': [
-        ('layer3', 'after4', DNL)
+        ('layer3', 'block4', DNL_DET)
     ],
     # ResNet-18's res4 has 2 residual blocks: -2 is block 0.
     'toy/mask-rcnn_r18_fpn_toy-coco.py': [],
+    'toy/mask-rcnn_r18_fpn_toy-coco-matching.py': [],
     'toy/mask-rcnn_r18-nl-c4_fpn_toy-coco.py': [('layer3', 'after0', NL)],
     'toy/mask-rcnn_r18-dnl-c4_fpn_toy-coco.py': [('layer3', 'after0', DNL)],
     # ResNet-18 has 2 basic blocks per stage; GC after conv2 in c3-c5.
@@ -105,7 +114,8 @@ ENTRY_POINTS = {
 for _entry, _target in ENTRY_POINTS.items():
     PLACEMENT[_entry] = PLACEMENT[_target]
 
-BLOCK_TYPES = (NonLocal2D, ContextBlock, DisentangledNonLocal)
+BLOCK_TYPES = (NonLocal2D, ContextBlock, DisentangledNonLocal,
+               DisentangledNonLocalDet2D)
 
 # helper functions
 
@@ -210,11 +220,14 @@ def test_nl_matches_the_nl_paper():
 
 def test_dnl_matches_the_official_detection_config():
     name = 'mmdet/mask-rcnn_r50-syncbn-dnl-r4-c4_4conv1fc_1x_coco.py'
-    block = _block(name, DisentangledNonLocal)
-    assert (block.in_channels, block.inter_channels) == (1024, 256)
-    assert block.temperature == 0.05
+    block = _block(name, DisentangledNonLocalDet2D)
+    assert (block.in_channels, block.planes) == (1024, 256)
+    assert block.temperature == 0.05 and block.whitening == 'channel'
     assert block.use_pairwise and block.use_unary
+    assert block.unary_type == 'conv' and not block.sub_sample
     model = build_model(name)
+    # after the residual add of res4's block 4, before its ReLU
+    assert model.backbone.layer3[4].after_add_names == ['dnl_det_block']
     assert model.roi_head.bbox_head.num_shared_convs == 4
     for part in (model.backbone, model.neck, model.roi_head):
         assert any(isinstance(m, nn.SyncBatchNorm) for m in part.modules())
