@@ -17,7 +17,7 @@ from mmengine.registry import init_default_scope
 from torch import Tensor, nn
 
 from ..apis.run import codebase_of, load_config
-from ..blocks import ContextBlock, NonLocalNd
+from ..blocks import ContextBlock, DisentangledNonLocalDet2D, NonLocalNd
 
 # helper functions
 
@@ -134,7 +134,8 @@ def attention_blocks(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     This package's NL, DNL and GC blocks, and mmcv's / mmseg's own NL, GC
     and DNL blocks where a config uses them (e.g. mmseg's ``NLHead``).
     """
-    types = (NonLocalNd, ContextBlock) + _peer_block_types()
+    types = (NonLocalNd, ContextBlock,
+             DisentangledNonLocalDet2D) + _peer_block_types()
     found: List[Tuple[str, nn.Module]] = []
     for name, module in model.named_modules():
         if isinstance(module, types) and not any(
