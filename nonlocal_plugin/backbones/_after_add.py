@@ -22,7 +22,7 @@ and DNL (https://arxiv.org/abs/2006.06668).
 """
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, Callable, List
 
 import torch.utils.checkpoint as cp
 from torch import Tensor
@@ -123,6 +123,16 @@ class AfterAddMixin:
             x = getattr(self, name)(x)
         return x
 
+    def run_residual(self, inner: Callable[[Tensor], Tensor],
+                     x: Tensor) -> Tensor:
+        """``relu(inner(x))``, ``inner`` checkpointed under ``with_cp``, as
+        the library's residual blocks run their ``_inner_forward``."""
+        if self.with_cp and x.requires_grad:
+            out = cp.checkpoint(inner, x, use_reentrant=False)
+        else:
+            out = inner(x)
+        return self.relu(out)
+
     def init_weights(self) -> None:
         """The residual block's init, then ``reset_plain_blocks`` on the
         ``'after_add'`` blocks (mmcv's ContextBlock has no init_weights)."""
@@ -164,8 +174,4 @@ class BottleneckAfterAddMixin(AfterAddMixin):
             identity = x if self.downsample is None else self.downsample(x)
             return self.forward_after_add(out + identity)
 
-        if self.with_cp and x.requires_grad:
-            out = cp.checkpoint(_inner_forward, x, use_reentrant=False)
-        else:
-            out = _inner_forward(x)
-        return self.relu(out)
+        return self.run_residual(_inner_forward, x)

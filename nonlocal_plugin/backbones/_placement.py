@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import Any, List, Sequence, Tuple
 
-import torch.utils.checkpoint as cp
 from torch import Tensor, nn
 
 from ._after_add import AFTER_ADD, AfterAddMixin, resolve_blocks
@@ -270,11 +269,7 @@ class BasicBlockPluginsMixin(AfterAddMixin):
             identity = x if self.downsample is None else self.downsample(x)
             return self.forward_after_add(out + identity)
 
-        if self.with_cp and x.requires_grad:
-            out = cp.checkpoint(_inner_forward, x, use_reentrant=False)
-        else:
-            out = _inner_forward(x)
-        return self.relu(out)
+        return self.run_residual(_inner_forward, x)
 
 
 class BetweenBlocksMixin:
