@@ -289,3 +289,48 @@ def test_readme_ablate_commands_name_existing_files():
         paths = [word for word in line.split() if word.endswith('.py')]
         for path in paths[1:]:
             assert osp.isfile(osp.join(ROOT, path)), line
+
+
+# The toy grid: one block, at c4 (after residual block 0 of the R18's
+# 2-block res4), the only difference between a task's rows.
+TOY_ROWS = {
+    'baseline': None,
+    'nl-eg': ('NonLocal2D', dict(mode='embedded_gaussian')),
+    'nl-dot': ('NonLocal2D', dict(mode='dot_product')),
+    'gc-r4': ('ContextBlock', dict(ratio=0.25, pooling_type='att',
+                                   fusion_types=('channel_add', ))),
+    'snl': ('SimplifiedNonLocal2D', dict(ratio=None)),
+    'dnl': ('DisentangledNonLocalDet2D', dict(use_pairwise=True,
+                                              use_unary=True)),
+    'dnl-pairwise': ('DisentangledNonLocalDet2D',
+                     dict(use_pairwise=True, use_unary=False)),
+    'dnl-unary': ('DisentangledNonLocalDet2D',
+                  dict(use_pairwise=False, use_unary=True)),
+}
+
+
+@pytest.mark.parametrize('task', ['cue', 'matching'])
+@pytest.mark.parametrize('block', sorted(TOY_ROWS))
+def test_toy_grid_rows_differ_in_their_block_only(task, block):
+    from mmdet.registry import MODELS
+    from mmengine.config import ConfigDict
+    from mmengine.registry import DefaultScope
+
+    from nonlocal_plugin.ablation.grid import plain
+    grid = load_grid(osp.join(ROOT, 'configs', 'ablations',
+                              'toy-coco_two-tasks.py'))
+    cfg = row_config(grid.row(f'{task}-{block}'))
+    assert cfg.toy_dataset.kind == {'cue': 'coco',
+                                    'matching': 'coco_matching'}[task]
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(ConfigDict(plain(cfg.model.to_dict())))
+    found = [(name, module) for name, module in model.backbone.named_modules()
+             if type(module).__module__.startswith('nonlocal_plugin.blocks')]
+    if TOY_ROWS[block] is None:
+        assert found == []
+        return
+    cls, options = TOY_ROWS[block]
+    (name, module), = found
+    assert name.startswith('between_layer3.after0_')
+    assert type(module).__name__ == cls and module.in_channels == 64
+    assert {k: getattr(module, k) for k in options} == options
