@@ -8,7 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from nonlocal_plugin import ContextBlock, DisentangledNonLocal, NonLocal2D
+from nonlocal_plugin import (
+    ContextBlock,
+    DisentangledNonLocal,
+    DisentangledNonLocalDet2D,
+    NonLocal2D,
+)
 from nonlocal_plugin.analysis import capture as capture_module
 from nonlocal_plugin.analysis.capture import (
     AttentionCapture,
@@ -124,6 +129,39 @@ def test_captured_rows_are_what_the_block_applies(block):
                                rtol=1e-4, atol=1e-5)
     if isinstance(block, DisentangledNonLocal):
         assert maps.pairwise is not None and maps.unary is not None
+
+
+@pytest.mark.parametrize('options', [
+    dict(), dict(whitening='bn', learn_temperature=True),
+    dict(unary_type='mean', sub_sample=True), dict(use_unary=False),
+    dict(use_pairwise=False)
+], ids=str)
+def test_captured_dnl_det_parts_are_what_the_block_applies(options):
+    """The detection DNL block: pairwise rows @ value == its pairwise
+    term at the queries, unary map @ value == its unary term."""
+    block = DisentangledNonLocalDet2D(8, std=0.3, **options).eval()
+    x = torch.randn(2, 8, H, W)
+    points = grid_points((H, W), (2, 2))
+    with AttentionCapture(_Tiny(block), points, (H, W)) as cap:
+        block(x)
+    maps = cap.maps['block']
+    assert maps.kind == 'dnl'
+    source = x if block.downsample is None else block.downsample(x)
+    assert maps.key_grid == tuple(source.shape[2:])
+    query, key, value = block.embed(x, source)
+    if block.use_pairwise:
+        expected = block.pairwise(query, key, value)[:, maps.index]
+        torch.testing.assert_close(maps.pairwise @ value, expected,
+                                   rtol=1e-4, atol=1e-5)
+    else:
+        assert maps.pairwise is None
+    if block.use_unary:
+        expected = block.unary(source, query, key, value)  # [B, C]
+        torch.testing.assert_close(
+            (maps.unary[:, None] @ value)[:, 0], expected, rtol=1e-4,
+            atol=1e-5)
+    else:
+        assert maps.unary is None
 
 
 def test_gc_map_is_one_map():

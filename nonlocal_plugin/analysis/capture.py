@@ -12,7 +12,9 @@ part and a unary (query-independent) part.
 * NL: the rows of the chosen queries, computed from the block's own query
   and key rows by :func:`~nonlocal_plugin.ops.rows.attention_rows`
   (``O(Q x M)``; nothing ``N x M``);
-* DNL: the whitened pairwise rows and the unary map, separately;
+* DNL (mmseg's and the detection code's block): the whitened pairwise rows
+  and the unary map, separately (the detection block's gate ``gamma`` is
+  not applied to the rows);
 * GC: its single map (the softmax of ``conv_mask``; uniform for ``avg``).
 
 Capturing uses forward hooks that exist only inside the ``with`` block, so
@@ -27,7 +29,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..blocks import ContextBlock, DisentangledNonLocal, NonLocalNd
+from ..blocks import (
+    ContextBlock,
+    DisentangledNonLocal,
+    DisentangledNonLocalDet2D,
+    NonLocalNd,
+)
 from ..ops.rows import attention_rows, cosine_distance_mean
 
 
@@ -144,6 +151,25 @@ def _nonlocal_maps(block: NonLocalNd, x: Tensor, index: Tensor,
     maps.key_grid = _key_grid(maps.grid, num_keys)
 
 
+def _dnl_det_maps(block: DisentangledNonLocalDet2D, x: Tensor, index: Tensor,
+                  maps: BlockMaps) -> None:
+    source = x if block.downsample is None else block.downsample(x)
+    query, key, _ = block.embed(x, source)  # [B, N, C'], [B, M, C'] or None
+    if block.use_pairwise:
+        whitened = block.whiten(query, key)
+        scale = block.planes**-0.5 / float(block.current_temperature())
+        maps.pairwise = attention_rows(*whitened, index,
+                                       scale=scale)  # [B, Q, M]
+    if block.use_unary:
+        if block.conv_mask is not None:
+            logits = block.conv_mask(source).flatten(1)  # [B, M]
+        else:  # mean_i(q_i) . k_j, as DisentangledNonLocalDet2D.unary
+            logits = torch.matmul(query.mean(dim=1, keepdim=True),
+                                  key.transpose(1, 2)).flatten(1)  # [B, M]
+        maps.unary = logits.float().softmax(dim=-1)
+    maps.key_grid = tuple(source.shape[2:])
+
+
 def _context_maps(block: ContextBlock, x: Tensor, maps: BlockMaps) -> None:
     if block.pooling_type == 'att':
         logits = block.conv_mask(x).flatten(1)  # [B, HW]
@@ -182,8 +208,9 @@ class AttentionCapture:
         self.input_shape = tuple(int(s) for s in input_shape)
         self.blocks = [
             (name, module) for name, module in model.named_modules()
-            if isinstance(module, (NonLocalNd, ContextBlock)) and getattr(
-                module, 'dim', 2) == 2
+            if isinstance(module, (NonLocalNd, ContextBlock,
+                                   DisentangledNonLocalDet2D))
+            and getattr(module, 'dim', 2) == 2
         ]
         self.maps: Dict[str, BlockMaps] = {}
         self._handles: list = []
@@ -195,12 +222,15 @@ class AttentionCapture:
             grid = tuple(x.shape[2:])
             index = grid_index(self.points, self.input_shape,
                                grid).to(x.device)
+            dnl = (DisentangledNonLocal, DisentangledNonLocalDet2D)
             kind = ('gc' if isinstance(block, ContextBlock) else
-                    'dnl' if isinstance(block, DisentangledNonLocal) else 'nl')
+                    'dnl' if isinstance(block, dnl) else 'nl')
             maps = BlockMaps(name, kind, grid, grid, index)
             with torch.no_grad():
                 if kind == 'gc':
                     _context_maps(block, x, maps)
+                elif isinstance(block, DisentangledNonLocalDet2D):
+                    _dnl_det_maps(block, x, index, maps)
                 else:
                     _nonlocal_maps(block, x, index, maps)
                 rows = x.flatten(2)[:, :, index]  # [B, C, Q]
