@@ -179,6 +179,7 @@ def run_local(jobs: Sequence[Job], *, grid_path: str, launcher: str = 'none',
         python (str): The interpreter of the tools.
     """
     env = dict(os.environ)
+    env.setdefault('PYTHON', python)  # the interpreter of dist_*.sh
     if parallel > 1 and 'OMP_NUM_THREADS' not in env:
         env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // parallel))
     progress = Progress(len(jobs), parallel)
