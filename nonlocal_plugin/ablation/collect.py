@@ -87,6 +87,7 @@ def _job_costs(job: Job, input_shape) -> Dict[str, float]:
         params=result.params,
         block_params=sum(b.params for b in result.blocks),
         flops=result.flops,
+        block_flops=sum(b.flops for b in result.blocks),
         blocks=len(result.blocks),
         input_shape=list(input_shape))
 
@@ -97,7 +98,8 @@ def row_costs(job: Job, input_shape, cache_dir: str) -> Dict[str, float]:
     if osp.isfile(path):
         with open(path) as f:
             costs = json.load(f)
-        if costs.get('input_shape') == list(input_shape):
+        if (costs.get('input_shape') == list(input_shape)
+                and 'block_flops' in costs):
             return costs
     costs = _job_costs(job, input_shape)
     os.makedirs(cache_dir, exist_ok=True)
@@ -183,8 +185,8 @@ def markdown(grid: Grid, results: Sequence[RowResult]) -> str:
     columns = list(grid.metrics)
     head = ['row', 'seeds'] + [f'{c} (measured)' for c in columns] + [
         f'{c} (published)' for c in columns
-    ] + ['source', 'params (M)', 'blocks (M)', 'GFLOPs', 'step (s)',
-         'peak mem (MiB)']
+    ] + ['source', 'params (M)', 'blocks (M)', 'GFLOPs', 'blocks (MFLOPs)',
+         'step (s)', 'peak mem (MiB)']
     lines = [f'# {grid.title}', '', '| ' + ' | '.join(head) + ' |',
              '|' + '---|' * len(head)]
     group = None
@@ -202,6 +204,7 @@ def markdown(grid: Grid, results: Sequence[RowResult]) -> str:
             _fmt(costs['params'] / 1e6, 2) if costs else 'n/a',
             _fmt(costs['block_params'] / 1e6, 3) if costs else 'n/a',
             _fmt(costs['flops'] / 1e9, 2) if costs else 'n/a',
+            _fmt(costs['block_flops'] / 1e6, 2) if costs else 'n/a',
             _fmt(result.step_time, 3),
             (f'{result.peak_mem:.0f} ({result.memory_kind})'
              if result.peak_mem is not None else 'n/a'),
@@ -224,7 +227,7 @@ def write_csv(path: str, grid: Grid, results: Sequence[RowResult]) -> None:
     fields = ['row', 'group', 'seed'] + columns + [
         f'published_{c}' for c in columns
     ] + ['published_source', 'verified', 'params', 'block_params', 'flops',
-         'step_time_s', 'peak_mem_mib', 'memory_kind']
+         'block_flops', 'step_time_s', 'peak_mem_mib', 'memory_kind']
     with open(path, 'w', newline='') as f:
         writer = csv.DictWriter(f, fields)
         writer.writeheader()
@@ -238,6 +241,7 @@ def write_csv(path: str, grid: Grid, results: Sequence[RowResult]) -> None:
                 params=result.costs.get('params', ''),
                 block_params=result.costs.get('block_params', ''),
                 flops=result.costs.get('flops', ''),
+                block_flops=result.costs.get('block_flops', ''),
                 step_time_s=result.step_time or '',
                 peak_mem_mib=result.peak_mem or '',
                 memory_kind=result.memory_kind)
