@@ -162,13 +162,14 @@ def test_collect_means_stds_and_published(tmp_path):
     grid = load_grid(write_grid(tmp_path / 'g.py', rows))
     jobs = make_jobs(grid, [0, 1], str(tmp_path / 'w'))
     fake_job_output(jobs[0], 0.70, 0.80)
-    fake_job_output(jobs[1], 0.74, 0.84, rss=900.)
+    fake_job_output(jobs[1], 0.74, 0.84, times=(0.7, 0.8, 0.9), rss=900.)
     fake_job_output(jobs[2], 0.30, 0.40)  # base: seed 1 not run
     results = collect(grid, jobs, costs=False)
     nl, base, toy = results
     assert nl.mean('bbox_AP') == pytest.approx(72.0)
     assert nl.std('bbox_AP') == pytest.approx(2 * 2 ** 0.5)
-    assert nl.step_time == pytest.approx(0.5) and nl.peak_mem == 900.
+    assert nl.step_time == pytest.approx((0.5 + 0.8) / 2)
+    assert nl.peak_mem == 900.
     assert base.seeds == [0] and base.std('bbox_AP') is None
     assert toy.seeds == []
     table = markdown(grid, results)

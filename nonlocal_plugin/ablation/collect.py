@@ -35,7 +35,8 @@ class RowResult:
         per_seed (dict[int, dict[str, float]]): For each seed with a
             finished job, column -> value in the published unit.
         costs (dict): ``params``, ``block_params``, ``flops`` (or empty).
-        step_time (float, optional): Median train step, seconds.
+        step_time (float, optional): Median train step, seconds (the mean
+            over seeds of each run's median).
         peak_mem (float, optional): Peak memory, MiB.
         memory_kind (str): ``'cuda'`` (mmengine's max allocated) or
             ``'rss'`` (peak RSS of the train process).
@@ -151,6 +152,7 @@ def collect(grid: Grid, jobs: Sequence[Job], *, costs: bool = True
         list[RowResult]: In the grid's row order, one per row with jobs.
     """
     results: Dict[str, RowResult] = {}
+    steps: Dict[str, List[float]] = {}  # row -> one median per seed
     for job in jobs:
         result = results.setdefault(job.row.name, RowResult(job.row))
         if costs and not result.costs:
@@ -167,9 +169,8 @@ def collect(grid: Grid, jobs: Sequence[Job], *, costs: bool = True
         log = _train_log(job)
         times = [line['time'] for line in log[len(log) // 10:]]
         if times:
-            step = statistics.median(times)
-            result.step_time = (step if result.step_time is None else
-                                (result.step_time + step) / 2)
+            steps.setdefault(job.row.name, []).append(
+                statistics.median(times))
         cuda = [line['memory'] for line in log if 'memory' in line]
         train = job.read_json('train.json') or {}
         memory, kind = ((max(cuda), 'cuda') if cuda else
@@ -177,6 +178,8 @@ def collect(grid: Grid, jobs: Sequence[Job], *, costs: bool = True
         if memory is not None:
             result.peak_mem = max(result.peak_mem or 0, memory)
             result.memory_kind = kind
+    for name, medians in steps.items():
+        results[name].step_time = statistics.fmean(medians)
     return [results[row.name] for row in grid.rows if row.name in results]
 
 
