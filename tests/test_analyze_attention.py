@@ -1,11 +1,13 @@
 """Attention capture, GCNet's statistic and tools/analyze_attention.py."""
 import itertools
 import json
+import os.path as osp
 
 import mmcv
 import numpy as np
 import pytest
 import torch
+from test_tools import ROOT
 from torch import nn
 
 from nonlocal_plugin import (
@@ -236,3 +238,37 @@ def test_tool_writes_overlays_and_statistics(config, tmp_path, capsys):
     assert stats['blocks'] and 'cosine' in stats['definition']
     block = stats['blocks'][0]
     assert 0 <= block['attention'] <= 1 and 0 <= block['features'] <= 2
+
+
+def test_marker_cells_and_shares_on_a_planted_image():
+    from nonlocal_plugin.analysis.markers import _marker_cells, _shares
+    from nonlocal_plugin.datasets.toy import CUE_COLOURS
+    rgb = np.full((32, 64, 3), 100, dtype=np.uint8)
+    rgb[0:16, 48:64] = CUE_COLOURS['green']  # key cell (0, 3) of 2 x 4
+    masks = _marker_cells(rgb, (32, 64), (2, 4), min_cover=0.5)
+    assert [m.nonzero().flatten().tolist() for m in masks] == [[], [3], []]
+    row = torch.full((8, ), 1 / 8)
+    mass, own = _shares(row, masks, own=1)
+    assert mass == pytest.approx(1 / 8) and own == pytest.approx(1.0)
+    assert _shares(row, masks, own=0)[1] == 0.0
+
+
+def test_marker_attention_runs_on_a_toy_model(tmp_path):
+    from nonlocal_plugin.ablation.grid import load_grid, row_config_text
+    from nonlocal_plugin.analysis.markers import marker_attention
+    from nonlocal_plugin.datasets import ensure_toy_dataset
+    root = str(tmp_path / 'matching')
+    ensure_toy_dataset('coco_matching', root, seed=0, num_train=1,
+                       num_val=3, img_size=(96, 256))
+    grid = load_grid(osp.join(ROOT, 'configs', 'ablations',
+                              'toy-coco_two-tasks.py'))
+    config = tmp_path / 'dnl.py'
+    config.write_text(row_config_text(grid.row('matching-dnl')))
+    found = marker_attention(str(config), None, root)
+    (name, record), = found.items()
+    with open(osp.join(root, 'annotations', 'instances_val2017.json')) as f:
+        objects = len(json.load(f)['annotations'])
+    assert record['kind'] == 'dnl' and record['objects'] == objects
+    for part in ('pairwise', 'unary'):
+        assert 0 <= record[part]['mass'] <= 1
+        assert 0 <= record[part]['own'] <= 1

@@ -97,3 +97,41 @@ def attention_main(argv: List[str] | None = None) -> None:
     print(format_summaries(summaries))
     if args.out is not None:
         print(f'overlays and statistics.json written to {args.out}')
+
+
+# marker_attention
+
+
+def markers_parser() -> argparse.ArgumentParser:
+    """The arguments of ``tools/marker_attention.py``."""
+    parser = argparse.ArgumentParser(
+        description='On a toy COCO task: for every val object (its box '
+        'centre as the query), the share of each block\'s attention on the '
+        'coloured markers (legend markers or cue bar), and of that the share '
+        'on the marker of the object\'s class (chance: 1/3 on the matching '
+        'task). NL/DNL pairwise rows and unary maps are reported apart.')
+    parser.add_argument('config', help='a toy mmdet config with blocks')
+    parser.add_argument('checkpoint', help='the trained weights')
+    parser.add_argument(
+        '--data-root', default='data/toy_coco_matching',
+        help='the toy dataset (default: data/toy_coco_matching)')
+    return parser
+
+
+def markers_main(argv: List[str] | None = None) -> None:
+    """``tools/marker_attention.py``."""
+    args = markers_parser().parse_args(argv)
+    from .markers import marker_attention
+    try:
+        found = marker_attention(args.config, args.checkpoint,
+                                 args.data_root)
+    except (SetupError, MissingLibraryError, ValueError,
+            FileNotFoundError) as err:
+        raise SystemExit(f'error: {err}') from None
+    for name, record in found.items():
+        print(f"{name} ({record['kind']}), {record['objects']} objects")
+        for part in ('pairwise', 'unary'):
+            if part in record:
+                print(f"  {part}: {record[part]['mass']:.3f} of the row on "
+                      f"the markers, {record[part]['own']:.3f} of that on "
+                      "the object's own marker")
