@@ -35,29 +35,44 @@ AFTER_ADD = 'after_add'
 # helper functions
 
 
-def resolve_blocks(where: str, blocks: Any, count: int,
-                   stage: int) -> List[int]:
-    """The residual blocks that an ``'after_add'`` entry selects in a stage.
+def check_block_indices(where: str, blocks: Any, *,
+                        none_selects_all: bool = True) -> None:
+    """Refuses ``blocks`` unless it is a non-empty tuple of ints (or None,
+    where ``none_selects_all``), with a TypeError naming ``where``."""
+    if blocks is None and none_selects_all:
+        return
+    if (not isinstance(blocks, (list, tuple)) or not blocks or not all(
+            isinstance(b, int) and not isinstance(b, bool) for b in blocks)):
+        every = ' or None (every block)' if none_selects_all else ''
+        raise TypeError(
+            f'{where} must be a non-empty tuple of residual-block indices '
+            f'(ints, python indexing: -1 is the last block){every}, got '
+            f'{blocks!r}')
+
+
+def resolve_blocks(where: str, blocks: Any, count: int, stage: int,
+                   *, none_selects_all: bool = True) -> List[int]:
+    """The residual blocks that an entry selects in a stage.
+
+    Shared by ``'after_add'``'s ``blocks`` and ``between_blocks``' ``after``.
 
     Args:
         where (str): The option's name, for messages, e.g.
             ``"plugins[0]['blocks']"``.
         blocks (tuple[int] | None): Python indices of residual blocks
-            (``-1`` is the last); None selects every block.
+            (``-1`` is the last); None selects every block where
+            ``none_selects_all``.
         count (int): Residual blocks in the stage.
         stage (int): The stage's index, for messages.
+        none_selects_all (bool): Accept None for every block.
+            Default: True.
 
     Returns:
         list[int]: Non-negative indices, in the order given.
     """
+    check_block_indices(where, blocks, none_selects_all=none_selects_all)
     if blocks is None:
         return list(range(count))
-    if (not isinstance(blocks, (list, tuple)) or not blocks or not all(
-            isinstance(b, int) and not isinstance(b, bool) for b in blocks)):
-        raise TypeError(
-            f'{where} must be a non-empty tuple of residual-block indices '
-            '(ints, python indexing: -1 is the last block) or None (every '
-            f'block), got {blocks!r}')
     indices = []
     for index in blocks:
         if not -count <= index < count:

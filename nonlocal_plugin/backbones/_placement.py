@@ -24,7 +24,12 @@ from typing import Any, List, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from ._after_add import AFTER_ADD, AfterAddMixin, resolve_blocks
+from ._after_add import (
+    AFTER_ADD,
+    AfterAddMixin,
+    check_block_indices,
+    resolve_blocks,
+)
 from ._blocks import (
     build_block,
     check_cfg,
@@ -157,31 +162,14 @@ def parse_between_blocks(between_blocks: Any,
         _check_entry(where, entry, BETWEEN_BLOCKS_KEYS)
         stages = check_stages(f"{where}['stages']", entry.get('stages'),
                               num_stages)
-        after = entry.get('after')
-        if (not isinstance(after, (list, tuple)) or not after or not all(
-                isinstance(a, int) and not isinstance(a, bool)
-                for a in after)):
-            raise TypeError(
-                f"{where}['after'] must be a non-empty tuple of residual-"
-                'block indices (ints, python indexing: -1 is the last '
-                f'block), got {after!r}')
+        check_block_indices(f"{where}['after']", entry.get('after'),
+                            none_selects_all=False)
         for stage, selected in enumerate(stages):
             if not selected:
                 continue
-            count = stage_blocks[stage]
-            indices = []
-            for index in after:
-                if not -count <= index < count:
-                    raise ValueError(
-                        f"{where}['after'] has index {index}, out of range "
-                        f'for stage {stage} (layer{stage + 1}) with {count} '
-                        f'residual blocks: use {-count} to {count - 1}')
-                index %= count
-                if index in indices:
-                    raise ValueError(
-                        f"{where}['after'] names residual block {index} of "
-                        f'stage {stage} twice: {after!r}')
-                indices.append(index)
+            indices = resolve_blocks(f"{where}['after']", entry.get('after'),
+                                     stage_blocks[stage], stage,
+                                     none_selects_all=False)
             plan[stage].extend((index, entry['cfg']) for index in indices)
     for pairs in plan:  # a stable sort: list order within one block
         pairs.sort(key=lambda pair: pair[0])
